@@ -1,0 +1,7 @@
+DROP TABLE IF EXISTS expunged;
+DROP TABLE IF EXISTS messages;
+DROP TABLE IF EXISTS mailboxes;
+DROP TABLE IF EXISTS aliases;
+DROP TABLE IF EXISTS users;
+DROP TABLE IF EXISTS domains;
+DROP FUNCTION IF EXISTS whymail_directory_changed();
