@@ -270,3 +270,27 @@ def resolve_state_dir(cli_value: str | None, config: Config | None = None, env: 
         if candidate:
             return Path(candidate).expanduser().resolve()
     return Path(DEFAULT_STATE_DIR).expanduser().resolve()
+
+
+def example_yaml() -> str:
+    """`config.example.yaml`: every knob with its default and its description as a comment."""
+    lines = [
+        "# WhyMail configuration: every key with its default. ${VAR:-default} is expanded from the",
+        "# environment; WHYMAIL_DB_DSN, REDIS_ADDR, ... and WHYMAIL__SECTION__KEY override keys.",
+    ]
+
+    def emit(model: type[BaseModel], instance: BaseModel, indent: int) -> None:
+        pad = "  " * indent
+        for name, info in model.model_fields.items():
+            value = getattr(instance, name)
+            if isinstance(value, BaseModel):
+                lines.append(f"{pad}{name}:")
+                emit(type(value), value, indent + 1)
+                continue
+            rendered = yaml.safe_dump({name: value}, default_flow_style=True, width=1000).strip()
+            rendered = rendered.removeprefix("{").removesuffix("}")
+            comment = f"  # {info.description}" if info.description else ""
+            lines.append(f"{pad}{rendered}{comment}")
+
+    emit(Config, Config(), 0)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,85 @@
+"""Start or attach to Ray and place WhyMail's actors (shards, directory, gateways)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import ray
+
+from actors.directory import Directory
+from actors.mailbox_shard import MailboxShard
+from whymail.runtime import Runtime
+from whymail.sharding import shard_name
+
+log = logging.getLogger("whymail.cluster")
+
+# Ray on these machines: loopback only, no dashboard, no usage reporting (DESIGN.md).
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@dataclass
+class Cluster:
+    """Handles of the running actors."""
+
+    namespace: str
+    shard_names: list[str]
+    shards: list = field(default_factory=list)
+    directory: object = None
+    smtp_gateways: list = field(default_factory=list)
+    smtp_port: int = 0
+
+
+def start_ray(address: str, namespace: str) -> None:
+    """Attach to `address` ('auto' or host:port), or start a local loopback-only Ray."""
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, namespace=namespace, log_to_driver=True)
+    else:
+        ray.init(
+            namespace=namespace,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=True,
+            configure_logging=False,
+        )
+
+
+def start_actors(runtime: Runtime, *, smtp_port: int | None = None, gateways: int = 1) -> Cluster:
+    """Create (or find, when attaching) the shards, the Directory and the SMTP gateway(s); wait ready."""
+    from gateways.smtp import SmtpGateway  # gateways import actors, not the reverse
+
+    namespace = runtime.config.ray.namespace
+    names = [shard_name(i) for i in range(runtime.config.ray.shards)]
+    cluster = Cluster(namespace=namespace, shard_names=names)
+    common = {"namespace": namespace, "get_if_exists": True, "num_cpus": 0, "max_concurrency": 1000}
+    for name in names:
+        cluster.shards.append(MailboxShard.options(name=name, **common).remote(name, runtime))
+    cluster.directory = Directory.options(name="directory", **common).remote(runtime)
+    ray.get([shard.ready.remote() for shard in cluster.shards] + [cluster.directory.ready.remote()])
+    for index in range(gateways):
+        cluster.smtp_gateways.append(
+            SmtpGateway.options(name=f"smtp-gateway-{index}", **common).remote(runtime, names, namespace, smtp_port)
+        )
+    ports = ray.get([gateway.ready.remote() for gateway in cluster.smtp_gateways])
+    cluster.smtp_port = ports[0]
+    log.info("actors ready: %d shards, %d smtp gateway(s) on port %d", len(names), gateways, cluster.smtp_port)
+    return cluster
+
+
+def stop_actors(cluster: Cluster, grace: float = 10.0) -> None:
+    """Graceful stop: gateways stop accepting and drain, then every actor is killed."""
+    try:
+        ray.get([gateway.stop.remote(grace) for gateway in cluster.smtp_gateways], timeout=grace + 5)
+    except Exception as exc:  # a gateway that is already gone needs no draining
+        log.warning("gateway stop: %r", exc)
+    for handle in [*cluster.smtp_gateways, cluster.directory, *cluster.shards]:
+        if handle is not None:
+            try:
+                ray.kill(handle, no_restart=True)
+            except Exception as exc:
+                log.debug("kill: %r", exc)

@@ -1,0 +1,66 @@
+"""MailboxShard: the single writer for the mailboxes of the users it owns (see DESIGN.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import ray
+
+from whymail.db.pool import create_pool
+from whymail.logs import setup_logging
+from whymail.runtime import Runtime
+from whymail.store.delivery import MailStore
+from whymail.store.models import DeliveryBatch, DeliveryReport
+
+log = logging.getLogger("whymail.shard")
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class MailboxShard:
+    """Thin Ray shell around `MailStore`; Postgres is the truth, caches reload lazily after a restart."""
+
+    def __init__(self, name: str, runtime: Runtime) -> None:
+        setup_logging(runtime.config.logging, component=name)
+        self._name = name
+        self._runtime = runtime
+        # fsync releases the GIL: ~20 threads is where parallel Maildir writes stop scaling (DESIGN.md).
+        self._executor = ThreadPoolExecutor(max_workers=20, thread_name_prefix=f"{name}-io")
+        self._store: MailStore | None = None
+        self._starting = asyncio.get_event_loop().create_task(self._start())
+
+    async def _start(self) -> MailStore:
+        db = self._runtime.config.db
+        pool = await create_pool(self._runtime.dsn, min_size=db.min_pool, max_size=db.max_pool)
+        self._store = MailStore(
+            pool,
+            self._runtime.maildir_root,
+            self._runtime.config.server.hostname,
+            fsync=self._runtime.config.storage.fsync,
+            executor=self._executor,
+        )
+        log.info("shard %s ready", self._name)
+        return self._store
+
+    async def _ready_store(self) -> MailStore:
+        if self._store is not None:
+            return self._store
+        if self._starting.done() and self._starting.exception() is not None:
+            self._starting = asyncio.get_running_loop().create_task(self._start())
+        return await asyncio.shield(self._starting)
+
+    async def ready(self) -> str:
+        """Wait until the shard can serve; returns its name."""
+        await self._ready_store()
+        return self._name
+
+    async def deliver_batch(self, batch: DeliveryBatch) -> DeliveryReport:
+        """Store a batch of deliveries durably (idempotent by delivery id)."""
+        store = await self._ready_store()
+        return await store.deliver_batch(batch)
+
+    async def forget_user(self, user_id: int) -> None:
+        """Drop cached state of a user after a directory change."""
+        store = await self._ready_store()
+        store.forget_user(user_id)

@@ -1,0 +1,127 @@
+"""SQL of the mail store's write path: mailbox lookup, UID reservation, batched message inserts."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxRef:
+    id: int
+    user_id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """One row of `messages` as inserted by a delivery (uid/modseq filled in by reserve_uids)."""
+
+    mailbox_id: int
+    user_id: int
+    uid: int
+    modseq: int
+    delivery_id: uuid.UUID
+    maildir_path: str
+    size: int
+    flags: list[str]
+    internal_date: datetime
+    message_id: str | None
+    subject: str
+    from_addr: str
+    to_addrs: str
+    cc_addrs: str
+    envelope_from: str
+    sent_date: datetime | None
+    in_reply_to: str | None
+    references_hdr: str | None
+    thread_id: str | None
+    has_attachments: bool
+    body_text: str
+
+
+async def mailboxes_of_users(conn: asyncpg.Connection, user_ids: list[int]) -> list[MailboxRef]:
+    """Every mailbox of the given users."""
+    rows = await conn.fetch("SELECT id, user_id, name FROM mailboxes WHERE user_id = ANY($1::bigint[])", user_ids)
+    return [MailboxRef(r["id"], r["user_id"], r["name"]) for r in rows]
+
+
+async def storage_used(conn: asyncpg.Connection, user_ids: list[int]) -> dict[int, int]:
+    """Bytes stored per user."""
+    rows = await conn.fetch("SELECT id, storage_used FROM users WHERE id = ANY($1::bigint[])", user_ids)
+    return {r["id"]: r["storage_used"] for r in rows}
+
+
+async def delivered_already(
+    conn: asyncpg.Connection, keys: list[tuple[int, uuid.UUID]]
+) -> dict[tuple[int, uuid.UUID], int]:
+    """Of (mailbox_id, delivery_id) pairs, those already stored, with their UID (idempotent retries)."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        """SELECT m.mailbox_id, m.delivery_id, m.uid
+             FROM messages m
+             JOIN unnest($1::bigint[], $2::uuid[]) AS k(mailbox_id, delivery_id)
+               ON m.mailbox_id = k.mailbox_id AND m.delivery_id = k.delivery_id""",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return {(r["mailbox_id"], r["delivery_id"]): r["uid"] for r in rows}
+
+
+async def reserve_uids(conn: asyncpg.Connection, counts: dict[int, int]) -> dict[int, tuple[int, int]]:
+    """Reserve `n` UIDs per mailbox and bump its HIGHESTMODSEQ once; returns (first_uid, modseq).
+
+    Runs inside the delivery transaction: the row locks serialise concurrent writers, and a rollback
+    gives the UIDs back, so UIDs stay strictly ascending and are never reused (RFC 3501 §2.3.1.1).
+    """
+    rows = await conn.fetch(
+        """UPDATE mailboxes AS mb
+              SET uidnext = mb.uidnext + c.n, highestmodseq = mb.highestmodseq + 1
+             FROM unnest($1::bigint[], $2::bigint[]) AS c(id, n)
+            WHERE mb.id = c.id
+        RETURNING mb.id, mb.uidnext - c.n AS first_uid, mb.highestmodseq AS modseq""",
+        list(counts),
+        list(counts.values()),
+    )
+    return {r["id"]: (r["first_uid"], r["modseq"]) for r in rows}
+
+
+async def insert_messages(conn: asyncpg.Connection, rows: list[MessageRow]) -> None:
+    """Insert message rows in one round trip (COPY)."""
+    columns = list(MessageRow.__slots__)
+    records = [tuple(getattr(row, col) for col in columns) for row in rows]
+    await conn.copy_records_to_table("messages", records=records, columns=columns)
+
+
+async def add_mailbox_counts(conn: asyncpg.Connection, deltas: dict[int, tuple[int, int, int]]) -> None:
+    """Add (messages, unseen, bytes) to each mailbox's counters."""
+    await conn.execute(
+        """UPDATE mailboxes AS mb
+              SET message_count = mb.message_count + d.n, unseen_count = mb.unseen_count + d.unseen,
+                  total_size = mb.total_size + d.bytes
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS d(id, n, unseen, bytes)
+            WHERE mb.id = d.id""",
+        list(deltas),
+        [v[0] for v in deltas.values()],
+        [v[1] for v in deltas.values()],
+        [v[2] for v in deltas.values()],
+    )
+
+
+async def add_user_usage(conn: asyncpg.Connection, deltas: dict[int, tuple[int, int]]) -> dict[int, int]:
+    """Add (messages, bytes) to each user's usage; returns the new storage_used per user."""
+    rows = await conn.fetch(
+        """UPDATE users AS u
+              SET message_count = u.message_count + d.n, storage_used = u.storage_used + d.bytes
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS d(id, n, bytes)
+            WHERE u.id = d.id
+        RETURNING u.id, u.storage_used""",
+        list(deltas),
+        [v[0] for v in deltas.values()],
+        [v[1] for v in deltas.values()],
+    )
+    return {r["id"]: r["storage_used"] for r in rows}

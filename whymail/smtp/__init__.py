@@ -1,0 +1,1 @@
+"""SMTP policy and reply formatting (pure: no sockets, no Ray)."""

@@ -1,0 +1,295 @@
+"""The inbound SMTP session on aiosmtpd: hooks that apply `whymail.smtp.policy` and hand mail over.
+
+No Ray here: the gateway actor passes a `deliver` coroutine (which batches towards the shards) and
+a Directory cache. Everything a client can do wrong ends in an SMTP reply with an enhanced status
+code; an unexpected error is logged with the session id and answered `451 4.3.0`, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from whymail.config import Config
+from whymail.ratelimit import ConnectionCounter, TokenBuckets
+from whymail.smtp import policy
+from whymail.smtp.received import received_header
+from whymail.smtp.replies import SmtpReply, with_enhanced_code
+from whymail.store.models import DeliveryOutcome, Recipient
+
+log = logging.getLogger("whymail.smtp")
+
+Deliver = Callable[[bytes, list[Recipient], str], Awaitable[list[DeliveryOutcome]]]
+
+
+@dataclass(slots=True)
+class SmtpStats:
+    """Counters the gateway exposes (and later exports to Prometheus)."""
+
+    sessions: int = 0
+    messages_accepted: int = 0
+    messages_refused: int = 0
+    recipients_refused: int = 0
+    by_reply: dict[str, int] = field(default_factory=dict)
+
+    def count(self, reply: SmtpReply) -> None:
+        key = f"{reply.code} {reply.enhanced}"
+        self.by_reply[key] = self.by_reply.get(key, 0) + 1
+
+
+class SessionRegistry:
+    """Open sessions, for graceful shutdown: stop accepting, then let sessions in flight finish."""
+
+    def __init__(self) -> None:
+        self.sessions: set[WhyMailSMTP] = set()
+        self.empty = asyncio.Event()
+        self.empty.set()
+
+    def add(self, session: WhyMailSMTP) -> None:
+        self.sessions.add(session)
+        self.empty.clear()
+
+    def remove(self, session: WhyMailSMTP) -> None:
+        self.sessions.discard(session)
+        if not self.sessions:
+            self.empty.set()
+
+
+def outcome_reply(outcomes: list[DeliveryOutcome], queue_id: str) -> SmtpReply:
+    """The single reply to DATA for all recipients (RFC 5321 gives one reply per message).
+
+    All stored: 250. Otherwise transient unless every refusal is the same permanent one: a client that
+    retries may store a second copy for the recipients that succeeded, which is better than a loss.
+    """
+    failures = [o for o in outcomes if not o.ok]
+    if not failures:
+        return SmtpReply(250, "2.0.0", f"OK: queued as {queue_id}")
+    if len(failures) == len(outcomes) and all(f.error_code >= 500 for f in failures):
+        first = failures[0]
+        return SmtpReply(first.error_code, first.error_enhanced, first.error_text)
+    transient = next((f for f in failures if f.error_code < 500), failures[0])
+    if transient.error_code >= 500:
+        return policy.TRY_AGAIN
+    return SmtpReply(transient.error_code, transient.error_enhanced, transient.error_text)
+
+
+class InboundHandler:
+    """aiosmtpd hooks for the inbound MTA (port 25): local delivery only, no relaying."""
+
+    def __init__(
+        self,
+        config: Config,
+        directory,  # anything with `.current` -> DirectorySnapshot | None
+        deliver: Deliver,
+        usage: dict[int, int],
+        stats: SmtpStats,
+    ) -> None:
+        self._config = config
+        self._directory = directory
+        self._deliver = deliver
+        self._usage = usage
+        self._stats = stats
+
+    def _usage_of(self, snapshot_user) -> Callable[[int], int]:
+        return lambda user_id: self._usage.get(user_id, snapshot_user.get(user_id, 0))
+
+    async def handle_EHLO(self, server, session: Session, envelope: Envelope, hostname: str, responses):
+        session.host_name = hostname
+        # aiosmtpd lists SIZE, 8BITMIME, SMTPUTF8 (and STARTTLS/AUTH when set up); add what it lacks.
+        head, tail = responses[:-1], responses[-1:]
+        return [*head, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", *tail]
+
+    async def handle_MAIL(self, server, session: Session, envelope: Envelope, address: str, mail_options):
+        size = policy.declared_size(mail_options)
+        if size > self._config.server.smtp.max_message_size:
+            return str(policy.MESSAGE_TOO_BIG)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        envelope.whymail_size = size  # type: ignore[attr-defined]
+        envelope.whymail_users = {}  # type: ignore[attr-defined]
+        return str(policy.SENDER_OK)
+
+    async def handle_RCPT(self, server, session: Session, envelope: Envelope, address: str, rcpt_options):
+        snapshot = self._directory.current
+        if snapshot is None:
+            return str(policy.DIRECTORY_UNAVAILABLE)
+        resolution = snapshot.resolve(address)
+        users: dict[int, Recipient] = envelope.whymail_users  # type: ignore[attr-defined]
+        ctx = policy.RcptContext(
+            authenticated=False,
+            accepted_so_far=len(envelope.rcpt_tos),
+            max_recipients=self._config.server.smtp.max_recipients,
+            declared_size=getattr(envelope, "whymail_size", 0),
+        )
+        known_usage = {u.user_id: u.storage_used for u in resolution.users}
+        reply = policy.rcpt_reply(resolution, ctx, self._usage_of(known_usage))
+        if not reply.is_success:
+            self._stats.recipients_refused += 1
+            self._stats.count(reply)
+            log.info("rcpt refused", extra={"peer": session.peer[0], "rcpt": address, "reply": str(reply)})
+            return str(reply)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        for user in resolution.users:
+            users[user.user_id] = Recipient(
+                user_id=user.user_id, domain=user.domain, local_part=user.local_part, quota_bytes=user.quota_bytes
+            )
+        return str(reply)
+
+    async def handle_DATA(self, server, session: Session, envelope: Envelope):
+        queue_id = uuid.uuid4().hex[:16].upper()
+        users: dict[int, Recipient] = getattr(envelope, "whymail_users", {})
+        protocol = ("UTF8SMTP" if envelope.smtp_utf8 else "ESMTP") if session.extended_smtp else "SMTP"
+        if session.ssl:
+            protocol += "S"
+        header = received_header(
+            helo=session.host_name or "unknown",
+            peer_ip=str(session.peer[0]),
+            hostname=self._config.server.hostname,
+            protocol=protocol,
+            queue_id=queue_id,
+            recipient=envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None,
+            timestamp=time.time(),
+        )
+        body = header + (envelope.original_content or b"")
+        outcomes = await self._deliver(body, list(users.values()), envelope.mail_from or "")
+        reply = outcome_reply(outcomes, queue_id)
+        self._stats.count(reply)
+        if reply.is_success:
+            self._stats.messages_accepted += 1
+        else:
+            self._stats.messages_refused += 1
+        log.info(
+            "message %s",
+            "accepted" if reply.is_success else "refused",
+            extra={"queue_id": queue_id, "peer": session.peer[0], "from": envelope.mail_from,
+                   "rcpts": len(envelope.rcpt_tos), "size": len(body), "reply": str(reply)},
+        )
+        return str(reply)
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("smtp session error: %r", error, exc_info=error)
+        return str(policy.TRY_AGAIN)
+
+
+class WhyMailSMTP(SMTP):
+    """aiosmtpd's SMTP with enhanced status codes, connection limits and command rate limits."""
+
+    def __init__(
+        self,
+        handler: InboundHandler,
+        *,
+        connections: ConnectionCounter,
+        command_rate: TokenBuckets,
+        registry: SessionRegistry,
+        stats: SmtpStats,
+        **kwargs,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._connections = connections
+        self._command_rate = command_rate
+        self._registry = registry
+        self._stats = stats
+        self._counted_ip: str | None = None
+        self._refused = False
+        self._raw_reply = False
+        self.session_id = uuid.uuid4().hex[:12]
+        for command, method in list(self._smtp_methods.items()):
+            self._smtp_methods[command] = self._rate_limited(method)
+
+    def _rate_limited(self, method):
+        async def limited(arg):
+            peer = self.session.peer[0] if self.session and self.session.peer else "?"
+            if not self._command_rate.allow(str(peer)):
+                await self.push(str(policy.RATE_LIMITED))
+                self._stats.count(policy.RATE_LIMITED)
+                self.transport.close()
+                return
+            await method(arg)
+
+        return limited
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        ip = str(peer[0]) if peer else "?"
+        if not self._connections.acquire(ip):
+            self._refused = True
+            self._stats.count(policy.TOO_MANY_CONNECTIONS)
+            transport.write(f"{policy.TOO_MANY_CONNECTIONS}\r\n".encode())  # type: ignore[attr-defined]
+            transport.close()
+            return
+        self._counted_ip = ip
+        self._stats.sessions += 1
+        self._registry.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._counted_ip is not None:
+            self._connections.release(self._counted_ip)
+            self._counted_ip = None
+        self._registry.remove(self)
+        super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        if self._refused:
+            return False
+        return super().eof_received()
+
+    async def push(self, status) -> None:
+        if isinstance(status, str) and not self._raw_reply:
+            status = with_enhanced_code(status)
+        await super().push(status)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        # RFC 2034 §3: no enhanced codes in the replies to EHLO/HELO.
+        self._raw_reply = bool(hostname)
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._raw_reply = False
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._raw_reply = bool(hostname)
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._raw_reply = False
+
+
+def smtp_factory(
+    config: Config,
+    handler: InboundHandler,
+    *,
+    connections: ConnectionCounter,
+    command_rate: TokenBuckets,
+    registry: SessionRegistry,
+    stats: SmtpStats,
+) -> Callable[[], WhyMailSMTP]:
+    """A protocol factory for `loop.create_server`."""
+    smtp = config.server.smtp
+
+    def make() -> WhyMailSMTP:
+        return WhyMailSMTP(
+            handler,
+            connections=connections,
+            command_rate=command_rate,
+            registry=registry,
+            stats=stats,
+            data_size_limit=smtp.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=config.server.hostname,
+            ident=smtp.banner,
+            timeout=smtp.timeout,
+            auth_require_tls=True,
+        )
+
+    return make

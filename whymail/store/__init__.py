@@ -1,0 +1,1 @@
+"""The mail store: durable delivery of messages into Maildir + PostgreSQL."""

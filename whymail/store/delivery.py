@@ -1,0 +1,220 @@
+"""Durable delivery of a batch: files fsynced in Maildir, then one PostgreSQL transaction.
+
+This is the core of the MailboxShard's write path and knows nothing about Ray. The order is what
+makes a `250` safe: body files reach the disk (tmp -> fsync -> rename -> fsync dir) before the
+metadata commits, and if the commit fails the files are removed again, so a failure leaves nothing
+half-written. Every item carries a delivery id, so a retried batch stores each message exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+
+from whymail.db import messages as sql
+from whymail.maildir import (
+    MaildirFile,
+    ensure_folder,
+    folder_dir,
+    remove_files,
+    unique_name,
+    write_files_async,
+)
+from whymail.mime.summary import summarize, thread_id
+from whymail.store.models import DeliveryBatch, DeliveryItem, DeliveryOutcome, DeliveryReport
+
+log = logging.getLogger(__name__)
+
+_MAX_FIELD = 2000
+
+
+def _refusal(item: DeliveryItem, code: int, enhanced: str, text: str) -> DeliveryOutcome:
+    return DeliveryOutcome(
+        delivery_id=item.delivery_id, ok=False, error_code=code, error_enhanced=enhanced, error_text=text
+    )
+
+
+class MailStore:
+    """Writes deliveries for the users one shard owns; caches mailbox ids and storage use."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, maildir_root: Path, hostname: str, *, fsync: bool, executor: Executor
+    ) -> None:
+        self._pool = pool
+        self._root = maildir_root
+        self._hostname = hostname
+        self._fsync = fsync
+        self._executor = executor
+        self._mailbox_ids: dict[tuple[int, str], int] = {}
+        self._known_users: set[int] = set()
+        self._usage: dict[int, int] = {}
+        self._folders_ready: set[Path] = set()
+
+    def forget_user(self, user_id: int) -> None:
+        """Drop what is cached about a user (after a rename, delete or quota change)."""
+        self._known_users.discard(user_id)
+        self._usage.pop(user_id, None)
+        self._mailbox_ids = {k: v for k, v in self._mailbox_ids.items() if k[0] != user_id}
+
+    async def _load_users(self, conn: asyncpg.Connection, user_ids: set[int]) -> None:
+        missing = [u for u in user_ids if u not in self._known_users]
+        if not missing:
+            return
+        for ref in await sql.mailboxes_of_users(conn, missing):
+            key = "INBOX" if ref.name.upper() == "INBOX" else ref.name
+            self._mailbox_ids[(ref.user_id, key)] = ref.id
+        self._usage.update(await sql.storage_used(conn, missing))
+        self._known_users.update(missing)
+
+    def _mailbox_for(self, item: DeliveryItem) -> tuple[int, str] | None:
+        user_id = item.recipient.user_id
+        name = "INBOX" if item.mailbox.upper() == "INBOX" else item.mailbox
+        if (user_id, name) in self._mailbox_ids:
+            return self._mailbox_ids[(user_id, name)], name
+        if (user_id, "INBOX") in self._mailbox_ids:  # a vanished folder falls back to INBOX
+            return self._mailbox_ids[(user_id, "INBOX")], "INBOX"
+        return None
+
+    async def deliver_batch(self, batch: DeliveryBatch) -> DeliveryReport:
+        """Store every item of `batch` durably; one outcome per item, in order."""
+        outcomes: dict[int, DeliveryOutcome] = {}
+        async with self._pool.acquire() as conn:
+            await self._load_users(conn, {item.recipient.user_id for item in batch.items})
+            targets: dict[int, tuple[int, str]] = {}
+            for index, item in enumerate(batch.items):
+                target = self._mailbox_for(item)
+                if target is None:
+                    outcomes[index] = _refusal(item, 550, "5.1.1", "Recipient no longer exists")
+                else:
+                    targets[index] = target
+            already = await sql.delivered_already(
+                conn, [(targets[i][0], batch.items[i].delivery_id) for i in targets]
+            )
+            pending: list[int] = []
+            planned_usage = dict(self._usage)
+            for index, (mailbox_id, _name) in targets.items():
+                item = batch.items[index]
+                uid = already.get((mailbox_id, item.delivery_id))
+                if uid is not None:
+                    outcomes[index] = DeliveryOutcome(
+                        delivery_id=item.delivery_id, ok=True, uid=uid, mailbox_id=mailbox_id
+                    )
+                    continue
+                size = len(batch.bodies[item.body_index])
+                user = item.recipient
+                used = planned_usage.get(user.user_id, 0)
+                if user.quota_bytes and used + size > user.quota_bytes:
+                    outcomes[index] = _refusal(item, 452, "4.2.2", "Mailbox full, try again later")
+                    continue
+                planned_usage[user.user_id] = used + size
+                pending.append(index)
+            if pending:
+                await self._store(conn, batch, pending, targets, outcomes)
+        ordered = [outcomes[i] for i in range(len(batch.items))]
+        touched = {batch.items[i].recipient.user_id for i in range(len(batch.items))}
+        return DeliveryReport(
+            outcomes=ordered, usage={u: self._usage[u] for u in touched if u in self._usage}
+        )
+
+    async def _store(
+        self,
+        conn: asyncpg.Connection,
+        batch: DeliveryBatch,
+        pending: list[int],
+        targets: dict[int, tuple[int, str]],
+        outcomes: dict[int, DeliveryOutcome],
+    ) -> None:
+        summaries = {}
+        for index in pending:
+            body_index = batch.items[index].body_index
+            if body_index not in summaries:
+                summaries[body_index] = summarize(batch.bodies[body_index])
+        files: list[MaildirFile] = []
+        relpaths: list[str] = []
+        now = int(time.time())
+        for index in pending:
+            item = batch.items[index]
+            body = batch.bodies[item.body_index]
+            folder = folder_dir(self._root, item.recipient.domain, item.recipient.local_part, targets[index][1])
+            if folder not in self._folders_ready:
+                await asyncio.get_running_loop().run_in_executor(self._executor, ensure_folder, folder)
+                self._folders_ready.add(folder)
+            name = unique_name(item.delivery_id, 0, len(body), self._hostname, ts=now)
+            files.append(MaildirFile(folder=folder, name=name, data=body))
+            relpaths.append(str((folder / "new" / name).relative_to(self._root)))
+        written: list[Path] = []
+        try:
+            written = await write_files_async(files, fsync=self._fsync, executor=self._executor)
+            new_usage = await self._commit(conn, batch, pending, targets, summaries, relpaths, outcomes)
+        except Exception:
+            log.exception("delivery batch of %d failed; removing its files", len(pending))
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, remove_files, written or [f.folder / "new" / f.name for f in files]
+            )
+            for index in pending:
+                outcomes[index] = _refusal(
+                    batch.items[index], 451, "4.3.0", "Temporary failure storing the message, try again later"
+                )
+            return
+        self._usage.update(new_usage)
+
+    async def _commit(self, conn, batch, pending, targets, summaries, relpaths, outcomes) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for index in pending:
+            mailbox_id = targets[index][0]
+            counts[mailbox_id] = counts.get(mailbox_id, 0) + 1
+        rows: list[sql.MessageRow] = []
+        mailbox_deltas: dict[int, tuple[int, int, int]] = {}
+        user_deltas: dict[int, tuple[int, int]] = {}
+        async with conn.transaction():
+            reserved = await sql.reserve_uids(conn, counts)
+            next_uid = {mb: first for mb, (first, _modseq) in reserved.items()}
+            for index, relpath in zip(pending, relpaths, strict=True):
+                item = batch.items[index]
+                mailbox_id = targets[index][0]
+                size = len(batch.bodies[item.body_index])
+                summary = summaries[item.body_index]
+                uid = next_uid[mailbox_id]
+                next_uid[mailbox_id] = uid + 1
+                rows.append(
+                    sql.MessageRow(
+                        mailbox_id=mailbox_id,
+                        user_id=item.recipient.user_id,
+                        uid=uid,
+                        modseq=reserved[mailbox_id][1],
+                        delivery_id=item.delivery_id,
+                        maildir_path=relpath,
+                        size=size,
+                        flags=list(item.flags),
+                        internal_date=datetime.fromtimestamp(item.internal_date, UTC),
+                        message_id=summary.message_id,
+                        subject=summary.subject,
+                        from_addr=summary.from_addr[:_MAX_FIELD],
+                        to_addrs=summary.to_addrs[:_MAX_FIELD],
+                        cc_addrs=summary.cc_addrs[:_MAX_FIELD],
+                        envelope_from=item.envelope_from[:_MAX_FIELD],
+                        sent_date=summary.sent_date,
+                        in_reply_to=summary.in_reply_to,
+                        references_hdr=summary.references,
+                        thread_id=thread_id(summary.message_id, summary.in_reply_to, summary.references),
+                        has_attachments=summary.has_attachments,
+                        body_text=summary.body_text,
+                    )
+                )
+                unseen = 0 if "\\Seen" in item.flags else 1
+                n, u, b = mailbox_deltas.get(mailbox_id, (0, 0, 0))
+                mailbox_deltas[mailbox_id] = (n + 1, u + unseen, b + size)
+                un, ub = user_deltas.get(item.recipient.user_id, (0, 0))
+                user_deltas[item.recipient.user_id] = (un + 1, ub + size)
+                outcomes[index] = DeliveryOutcome(
+                    delivery_id=item.delivery_id, ok=True, uid=uid, mailbox_id=mailbox_id
+                )
+            await sql.insert_messages(conn, rows)
+            await sql.add_mailbox_counts(conn, mailbox_deltas)
+            return await sql.add_user_usage(conn, user_deltas)
