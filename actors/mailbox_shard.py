@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import ray
@@ -54,6 +55,10 @@ class MailboxShard:
         """Wait until the shard can serve; returns its name."""
         await self._ready_store()
         return self._name
+
+    async def pid(self) -> int:
+        """The worker process id (changes when Ray restarts the actor)."""
+        return os.getpid()
 
     async def deliver_batch(self, batch: DeliveryBatch) -> DeliveryReport:
         """Store a batch of deliveries durably (idempotent by delivery id)."""

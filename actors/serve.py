@@ -52,7 +52,10 @@ def serve(config: Config, state_dir: Path, args: argparse.Namespace) -> int:
     """Run the server in the foreground; returns the exit code."""
     if args.shards:
         config.ray.shards = args.shards
+    if args.dev:
+        config.logging.json_format = False
     setup_logging(config.logging, component="serve", dev=args.dev)
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     state_dir.mkdir(parents=True, exist_ok=True)
     try:
         dsn = resolve_dsn(config.db.dsn, state_dir, stop_on_exit=True)
@@ -73,9 +76,10 @@ def serve(config: Config, state_dir: Path, args: argparse.Namespace) -> int:
         log.info("received %s: shutting down", signal.Signals(signum).name)
         stop.set()
 
+    start_ray(args.address or config.ray.address, config.ray.namespace)
+    # After ray.init, which installs handlers of its own: ours drain the gateways first.
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    start_ray(args.address or config.ray.address, config.ray.namespace)
     cluster = start_actors(runtime, smtp_port=args.smtp_port)
     smtp = config.server.smtp
     print(

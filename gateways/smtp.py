@@ -108,6 +108,11 @@ class SmtpGateway:
     async def directory_version(self) -> int:
         return self._directory.version
 
+    async def wait_directory_version(self, version: int, timeout: float = 10.0) -> int:
+        """Wait until the gateway's Directory cache reached `version` (tests, operators)."""
+        await asyncio.shield(self._started)
+        return await self._directory.wait_for_version(version, timeout)
+
     async def stop(self, grace: float = 30.0) -> int:
         """Stop accepting, let sessions in flight finish (up to `grace` s); returns sessions cut off."""
         if self._server is not None:

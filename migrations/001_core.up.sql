@@ -54,6 +54,8 @@ CREATE TABLE mailboxes (
     UNIQUE (user_id, name)
 );
 
+CREATE INDEX mailboxes_uidvalidity ON mailboxes (uidvalidity);
+
 CREATE TABLE messages (
     id             BIGSERIAL PRIMARY KEY,
     mailbox_id     BIGINT NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,

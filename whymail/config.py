@@ -107,7 +107,9 @@ class AuthConfig(_Section):
 class LimitsConfig(_Section):
     max_connections_per_ip: int = Field(50, gt=0, description="Concurrent SMTP sessions from one IP")
     max_connections: int = Field(2000, gt=0, description="Concurrent SMTP sessions in all, per gateway")
-    commands_per_minute: int = Field(6000, gt=0, description="SMTP commands one IP may send per minute")
+    commands_per_minute: int = Field(
+        60_000, gt=0, description="SMTP commands one IP may send per minute (bursts of 1/6 of it)"
+    )
     per_user_daily_send: int = Field(1000, gt=0, description="Messages one user may submit per day")
     default_quota: int = Field(1_073_741_824, ge=0, description="Default mailbox quota in bytes (0: none)")
 

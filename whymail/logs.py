@@ -50,5 +50,5 @@ def setup_logging(config: LoggingConfig, *, component: str, dev: bool = False) -
         handler.setFormatter(JsonFormatter(component))
     root.addHandler(handler)
     root.setLevel("DEBUG" if dev and config.level == "INFO" else config.level)
-    for noisy in ("mail.log", "aiosmtpd", "asyncio"):
+    for noisy in ("mail.log", "aiosmtpd", "asyncio", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

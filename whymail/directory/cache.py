@@ -31,7 +31,7 @@ class DirectoryCache:
         self._task: asyncio.Task | None = None
         self._listener: asyncpg.Connection | None = None
         self.version = 0
-        self.reloaded = asyncio.Event()
+        self._reloaded = asyncio.Event()
 
     @property
     def current(self) -> DirectorySnapshot | None:
@@ -62,7 +62,19 @@ class DirectoryCache:
         finally:
             await conn.close()
         self.version += 1
-        self.reloaded.set()
+        self._reloaded.set()
+        self._reloaded = asyncio.Event()
+
+    async def wait_for_version(self, version: int, timeout: float) -> int:
+        """Wait until a snapshot newer than or equal to `version` is loaded; returns the version."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.version < version:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reloaded.wait(), timeout=remaining)
+        return self.version
 
     def _notified(self, *_args: object) -> None:
         self._dirty.set()

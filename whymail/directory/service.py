@@ -215,9 +215,7 @@ async def delete_domain(db: Db, name: str, *, force: bool = False) -> DomainInfo
         info = _domain_info(row)
         if info.user_count and not force:
             users = "user" if info.user_count == 1 else "users"
-            raise Conflict(
-                f"domain {domain} still has {info.user_count} {users}; delete them first or force the deletion"
-            )
+            raise Conflict(f"domain {domain} still has {info.user_count} {users}; delete them first")
         await conn.execute("DELETE FROM domains WHERE id = $1", row["id"])
     return info
 

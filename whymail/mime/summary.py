@@ -234,7 +234,7 @@ def _flush(pending: list[tuple[str, bytes]], out: list[str]) -> None:
 
 
 def _clean(value: str, limit: int) -> str:
-    return value.translate(_UNSAFE_CHARS)[:limit]
+    return value.translate(_UNSAFE_CHARS).strip()[:limit]
 
 
 def _parse_date(value: str) -> datetime | None:

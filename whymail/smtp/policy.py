@@ -63,6 +63,6 @@ def declared_size(mail_options: list[str]) -> int:
     """The SIZE= parameter of MAIL FROM (RFC 1870), 0 when absent or malformed."""
     for option in mail_options:
         name, _, value = option.partition("=")
-        if name.upper() == "SIZE" and value.isdigit():
+        if name.upper() == "SIZE" and value.isascii() and value.isdigit():  # "²".isdigit() is True
             return int(value)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+from datetime import UTC, datetime
 
 
 def received_header(
@@ -23,5 +24,5 @@ def received_header(
     ]
     if recipient:
         lines.append(f"\tfor <{recipient}>")
-    lines[-1] += f"; {email.utils.formatdate(timestamp, localtime=False)}"
+    lines[-1] += f"; {email.utils.format_datetime(datetime.fromtimestamp(timestamp, UTC))}"
     return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")

@@ -46,7 +46,8 @@ _STOCK: dict[str, str] = {
     "421 Too many connections": "421 4.7.0 Too many connections",
 }
 
-_HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(\s|$)")
+_HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(\s|$)", re.ASCII)
+_REPLY_CODE = re.compile(r"^[245]\d\d(?=[ -]|$)", re.ASCII)  # ASCII only: "²".isdigit() is True
 _DEFAULT_ENHANCED = {"2": "2.0.0", "3": "", "4": "4.0.0", "5": "5.5.0"}
 _BY_CODE = {
     "221": "2.0.0",
@@ -75,8 +76,8 @@ def with_enhanced_code(line: str) -> str:
     """Return `line` with an enhanced status code, rewriting aiosmtpd's stock texts."""
     if line in _STOCK:
         return _STOCK[line]
-    if len(line) < 3 or not line[:3].isdigit() or line[:1] in "13":
-        return line  # 220 greeting, 354 go-ahead, 334 challenges carry none
+    if not _REPLY_CODE.match(line):
+        return line  # 354 go-ahead, 334 challenges carry none; anything else is not a reply
     if _HAS_ENHANCED.match(line):
         return line
     code, sep, text = line[:3], line[3:4], line[4:]

@@ -8,13 +8,14 @@ code; an unexpected error is logged with the session id and answered `451 4.3.0`
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from whymail.config import Config
 from whymail.ratelimit import ConnectionCounter, TokenBuckets
@@ -204,6 +205,8 @@ class WhyMailSMTP(SMTP):
             self._smtp_methods[command] = self._rate_limited(method)
 
     def _rate_limited(self, method):
+        # wraps: keeps aiosmtpd's @syntax help text, without which HELP lists no command at all.
+        @functools.wraps(method)
         async def limited(arg):
             peer = self.session.peer[0] if self.session and self.session.peer else "?"
             if not self._command_rate.allow(str(peer)):
@@ -248,6 +251,7 @@ class WhyMailSMTP(SMTP):
             status = with_enhanced_code(status)
         await super().push(status)
 
+    @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
         # RFC 2034 §3: no enhanced codes in the replies to EHLO/HELO.
         self._raw_reply = bool(hostname)
@@ -256,6 +260,7 @@ class WhyMailSMTP(SMTP):
         finally:
             self._raw_reply = False
 
+    @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str) -> None:
         self._raw_reply = bool(hostname)
         try:
