@@ -13,7 +13,7 @@ import ray
 
 from whymail.directory.cache import DirectoryCache
 from whymail.logs import setup_logging
-from whymail.ratelimit import ConnectionCounter, TokenBuckets
+from whymail.ratelimit import ConnectionCounter, ConnectionRateLimiter, TokenBuckets, redis_client
 from whymail.runtime import Runtime
 from whymail.sharding import rendezvous_owner
 from whymail.smtp.server import InboundHandler, SessionRegistry, SmtpStats, smtp_factory
@@ -58,6 +58,12 @@ class SmtpGateway:
             command_rate=TokenBuckets(limits.commands_per_minute / 60.0, limits.commands_per_minute / 6.0),
             registry=self._registry,
             stats=self._stats,
+            connect_rate=ConnectionRateLimiter(
+                limits.connections_per_minute,
+                redis_client(self._runtime.redis_addr, db=config.redis.db, password=config.redis.password)
+                if self._runtime.redis_addr
+                else None,
+            ),
         )
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(

@@ -110,6 +110,7 @@ class LimitsConfig(_Section):
     commands_per_minute: int = Field(
         60_000, gt=0, description="SMTP commands one IP may send per minute (bursts of 1/6 of it)"
     )
+    connections_per_minute: int = Field(600, gt=0, description="New SMTP connections one IP may open per minute")
     per_user_daily_send: int = Field(1000, gt=0, description="Messages one user may submit per day")
     default_quota: int = Field(1_073_741_824, ge=0, description="Default mailbox quota in bytes (0: none)")
 

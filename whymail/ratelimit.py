@@ -55,3 +55,58 @@ class ConnectionCounter:
         else:
             self._counts[key] = count
         self.open = max(0, self.open - 1)
+
+
+class ConnectionRateLimiter:
+    """New connections per IP per minute, shared by every gateway through Redis when it is there.
+
+    A fixed one-minute window counted with INCR in Redis; when Redis is absent or fails, the same
+    limit is kept per process with a token bucket, and Redis is retried after `retry_after` seconds.
+    """
+
+    def __init__(
+        self,
+        per_minute: int,
+        redis_client=None,  # redis.asyncio.Redis or None
+        *,
+        prefix: str = "whymail:connrate",
+        retry_after: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._per_minute = per_minute
+        self._redis = redis_client
+        self._prefix = prefix
+        self._retry_after = retry_after
+        self._clock = clock
+        self._fallback = TokenBuckets(per_minute / 60.0, per_minute)
+        self._redis_down_until = 0.0
+        self.redis_errors = 0
+
+    async def allow(self, ip: str) -> bool:
+        """Count a new connection from `ip`; False once it exceeds the per-minute limit."""
+        now = self._clock()
+        if self._redis is not None and now >= self._redis_down_until:
+            window = int(now // 60)
+            key = f"{self._prefix}:{ip}:{window}"
+            try:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.incr(key)
+                    pipe.expire(key, 120)
+                    count, _ = await pipe.execute()
+                return int(count) <= self._per_minute
+            except Exception:  # Redis down: fall back to this process's own buckets
+                self.redis_errors += 1
+                self._redis_down_until = now + self._retry_after
+        return self._fallback.allow(ip)
+
+
+def redis_client(addr: str, *, db: int = 0, password: str = "", timeout: float = 0.5):
+    """An asyncio Redis client for `host:port` with a blocking pool (a plain pool fails under load)."""
+    import redis.asyncio as redis
+
+    host, _, port = addr.rpartition(":")
+    pool = redis.BlockingConnectionPool(
+        host=host or "127.0.0.1", port=int(port or 6379), db=db, password=password or None,
+        socket_timeout=timeout, socket_connect_timeout=timeout, max_connections=50, timeout=timeout,
+    )
+    return redis.Redis(connection_pool=pool)

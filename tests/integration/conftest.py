@@ -16,6 +16,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.conftest import REDIS_ADDR
+
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -135,9 +137,10 @@ def mail_system(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "WHYMAIL__RAY__SHARDS": "3",
         "WHYMAIL__RAY__NAMESPACE": f"whymail-test-{uuid.uuid4().hex[:8]}",
         "WHYMAIL__LOGGING__LEVEL": "WARNING",
+        "WHYMAIL__REDIS__DB": "15",
     }
     config = load_config(None, env=env)
-    runtime = Runtime(config=config, state_dir=str(state_dir), dsn=pg_dsn)
+    runtime = Runtime(config=config, state_dir=str(state_dir), dsn=pg_dsn, redis_addr=REDIS_ADDR)
     runtime.maildir_root.mkdir(parents=True, exist_ok=True)
     start_ray("", config.ray.namespace)
     cluster = start_actors(runtime, smtp_port=0)

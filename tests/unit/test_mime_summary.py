@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from email.header import Header
 
@@ -11,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from whymail.mime import MessageSummary, summarize, thread_id
+from whymail.mime import summary as summary_module
 from whymail.mime.summary import MAX_BODY_BYTES
 
 SIMPLE = (
@@ -37,6 +40,21 @@ def _assert_clean(summary: MessageSummary) -> None:
     assert "\0" not in summary.body_text
     assert len(summary.body_text.encode("utf-8")) <= MAX_BODY_BYTES
     assert summary.sent_date is None or summary.sent_date.tzinfo is not None
+
+
+@contextmanager
+def _no_safety_net() -> Iterator[None]:
+    """Fail instead of letting summarize's catch-all hide a bug in the parser."""
+
+    def fail(msg: str, *args: object, **kwargs: object) -> None:
+        raise AssertionError("summarize fell back to its safety net: " + msg % args)
+
+    original = summary_module.log.exception
+    summary_module.log.exception = fail  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        summary_module.log.exception = original  # type: ignore[method-assign]
 
 
 def test_simple_message_fields() -> None:
@@ -192,6 +210,19 @@ def test_multipart_without_boundary_is_read_as_text() -> None:
     assert summarize(b"Content-Type: multipart/mixed\n\nhello").body_text == "hello"
 
 
+def test_part_count_is_capped_without_leaking_mime_headers_into_the_body() -> None:
+    s = summarize(_multipart(*[b"Content-Type: text/plain\r\n\r\nx"] * 2000))
+    assert set(s.body_text.split("\n")) == {"x"}
+
+
+def test_safety_net_turns_a_parser_bug_into_an_empty_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(raw: bytes) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(summary_module, "_split_headers", broken)
+    assert summarize(SIMPLE) == MessageSummary("", "", "", "", "", None, "", "", False, "")
+
+
 def test_unclosed_multipart_keeps_the_last_part() -> None:
     s = summarize(b'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: text/plain\n\ntail')
     assert s.body_text == "tail"
@@ -205,13 +236,15 @@ def test_body_is_capped_at_64_kib() -> None:
 
 def test_unsafe_codecs_and_nul_bytes_are_harmless() -> None:
     for charset in (b"zlib", b"punycode", b"raw_unicode_escape", b"utf-7", b"nonsense\x00"):
-        s = summarize(b"Content-Type: text/plain; charset=" + charset + b"\n\n\xff\xfe+ZeVnLIqe-\x00abc")
+        with _no_safety_net():
+            s = summarize(b"Content-Type: text/plain; charset=" + charset + b"\n\n\xff\xfe+ZeVnLIqe-\x00abc")
         _assert_clean(s)
 
 
 @given(st.binary(max_size=2000))
 def test_random_bytes_never_raise(raw: bytes) -> None:
-    _assert_clean(summarize(raw))
+    with _no_safety_net():
+        _assert_clean(summarize(raw))
 
 
 _fragments = st.sampled_from(
@@ -252,7 +285,8 @@ _fragments = st.sampled_from(
 
 @given(st.lists(st.one_of(_fragments, st.binary(max_size=8)), max_size=80).map(b"".join))
 def test_mime_like_garbage_never_raises(raw: bytes) -> None:
-    _assert_clean(summarize(raw))
+    with _no_safety_net():
+        _assert_clean(summarize(raw))
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ MAX_BODY_BYTES = 64 * 1024
 _MAX_PART_INPUT = 4 * MAX_BODY_BYTES + 4096
 _MAX_DEPTH = 16
 _MAX_PARTS = 500
+_MAX_DELIMITER_SCANS = 10_000  # "--boundary" look-alikes checked per multipart before giving up
 _MAX_HEADER_BLOCK = 256 * 1024
 
 _WANTED = frozenset(
@@ -52,10 +53,11 @@ _PARAM = re.compile(r';\s*([^\s=;"]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)')
 _FILENAME_PARAM = re.compile(r";\s*(?:file)?name(?:\*\d*)?\*?\s*=", re.IGNORECASE)
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 _MESSAGE_ID = re.compile(r"<[^<>\s]*>")
-_TAG = re.compile(r"<[a-zA-Z/!?][^>]*>")
+# [^<>], not [^>]: a "<" without its ">" must not make the scan quadratic.
+_TAG = re.compile(r"<[a-zA-Z/!?][^<>]*>")
 _HIDDEN_BLOCK = re.compile(r"<(script|style|head)\b", re.IGNORECASE)
-_HIDDEN_BLOCK_END = {tag: re.compile(rf"</{tag}[^>]*>", re.IGNORECASE) for tag in ("script", "style", "head")}
-_LINE_BREAK_TAG = re.compile(r"<(?:br|/p|/div|/tr|/li|/h\d)\b[^>]*>", re.IGNORECASE)
+_HIDDEN_BLOCK_END = {tag: re.compile(rf"</{tag}[^<>]*>", re.IGNORECASE) for tag in ("script", "style", "head")}
+_LINE_BREAK_TAG = re.compile(r"<(?:br|/p|/div|/tr|/li|/h\d)\b[^<>]*>", re.IGNORECASE)
 _BLANK_LINES = re.compile(r"\n\s*\n\s*")
 _SPACES = re.compile(r"[ \t\r\f\v]+")
 _UNSAFE_CHARS = str.maketrans({"\x00": None, "\r": " ", "\n": " "})
@@ -308,9 +310,12 @@ class _Walk:
         delimiter = b"--" + boundary.encode("utf-8", "replace")
         delimiters: list[tuple[int, int, bool]] = []  # (line start, next line start, is closing)
         pos = 0
-        while self.parts + len(delimiters) < _MAX_PARTS:
+        scans = 0
+        # One delimiter beyond the part budget, so the last part we read still ends where it should.
+        while len(delimiters) <= _MAX_PARTS - self.parts:
             found = body.find(delimiter, pos)
-            if found < 0:
+            scans += 1
+            if found < 0 or scans > _MAX_DELIMITER_SCANS:
                 break
             pos = found + len(delimiter)
             if found and body[found - 1] != 0x0A:  # not at a line start

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from whymail.config import Config
-from whymail.ratelimit import ConnectionCounter, TokenBuckets
+from whymail.ratelimit import ConnectionCounter, ConnectionRateLimiter, TokenBuckets
 from whymail.smtp import policy
 from whymail.smtp.received import received_header
 from whymail.smtp.replies import SmtpReply, with_enhanced_code
@@ -190,9 +190,11 @@ class WhyMailSMTP(SMTP):
         command_rate: TokenBuckets,
         registry: SessionRegistry,
         stats: SmtpStats,
+        connect_rate: ConnectionRateLimiter | None = None,
         **kwargs,
     ) -> None:
         super().__init__(handler, **kwargs)
+        self._connect_rate = connect_rate
         self._connections = connections
         self._command_rate = command_rate
         self._registry = registry
@@ -241,6 +243,15 @@ class WhyMailSMTP(SMTP):
         self._registry.remove(self)
         super().connection_lost(error)
 
+    async def _handle_client(self) -> None:
+        if self._connect_rate is not None and self.session is not None:
+            if not await self._connect_rate.allow(str(self.session.peer[0])):
+                self._stats.count(policy.TOO_MANY_CONNECTIONS)
+                await self.push(str(policy.TOO_MANY_CONNECTIONS))
+                self.transport.close()
+                return
+        await super()._handle_client()
+
     def eof_received(self) -> bool | None:
         if self._refused:
             return False
@@ -277,6 +288,7 @@ def smtp_factory(
     command_rate: TokenBuckets,
     registry: SessionRegistry,
     stats: SmtpStats,
+    connect_rate: ConnectionRateLimiter | None = None,
 ) -> Callable[[], WhyMailSMTP]:
     """A protocol factory for `loop.create_server`."""
     smtp = config.server.smtp
@@ -288,6 +300,7 @@ def smtp_factory(
             command_rate=command_rate,
             registry=registry,
             stats=stats,
+            connect_rate=connect_rate,
             data_size_limit=smtp.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
