@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
@@ -144,7 +145,8 @@ class PipeliningClient:
         """One transaction; returns (final reply, stage) with stage in MAIL/RCPT/DATA/DOT."""
         writer = self.writer
         writer.write(
-            b"MAIL FROM:<%s> SIZE=%d\r\nRCPT TO:<%s>\r\nDATA\r\n" % (mail_from.encode(), len(message), rcpt.encode())
+            b"MAIL FROM:<%s> SIZE=%d\r\nRCPT TO:<%s>\r\nDATA\r\n"
+            % (mail_from.encode(), len(message), rcpt.encode())
         )
         mail = await self._reply()
         rcpt_reply = await self._reply()
@@ -192,12 +194,13 @@ class PipeliningClient:
 # Messages
 # --------------------------------------------------------------------------------------------------
 
-_WORDS = (
+_TEXT = (
     "the quarterly report shows growth in every region and the team would like to thank all of you "
     "for your hard work please find the numbers below and let me know if anything looks wrong we will "
     "discuss next steps at the meeting on thursday lunch is provided as usual bring your questions "
     "mail server delivery throughput latency shard gateway postgres maildir fsync batch actor"
-).split()
+)
+_WORDS = _TEXT.split(" ")
 
 
 def filler(size: int, seed: int) -> bytes:
@@ -272,6 +275,55 @@ def _read_proc(pid: int) -> tuple[str, int, float] | None:
     return (cmd or f"[{comm}]"), int(fields[1]), cpu
 
 
+def _read_stime(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("utf-8", "replace")
+    except OSError:
+        return 0.0
+    return int(stat[stat.rfind(")") + 2 :].split()[12]) / _TICKS
+
+
+def thread_snapshot(pids: list[int]) -> dict[tuple[int, int], tuple[str, float, float]]:
+    """(pid, tid) -> (thread name, user s, system s) for every thread of `pids`."""
+    snap: dict[tuple[int, int], tuple[str, float, float]] = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                    stat = f.read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            end = stat.rfind(")")
+            name = stat[stat.find("(") + 1 : end]
+            fields = stat[end + 2 :].split()
+            snap[(pid, int(tid))] = (name, int(fields[11]) / _TICKS, int(fields[12]) / _TICKS)
+    return snap
+
+
+def threads_by_name(before: dict, after: dict, label_of: dict[int, str]) -> dict[str, dict[str, list[float]]]:
+    """Per process label: thread name (digits folded) -> [user s, system s] used between the snapshots."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for key, (name, user, system) in after.items():
+        prev = before.get(key)
+        du = user - (prev[1] if prev else 0.0)
+        ds = system - (prev[2] if prev else 0.0)
+        if du + ds <= 0:
+            continue
+        folded = re.sub(r"\d+", "N", name) if not name.startswith("ray::") else "main (" + name + ")"
+        slot = out.setdefault(label_of.get(key[0], str(key[0])), {}).setdefault(folded, [0.0, 0.0])
+        slot[0] += du
+        slot[1] += ds
+    return {
+        label: {n: [round(u, 2), round(s, 2)] for n, (u, s) in sorted(t.items(), key=lambda kv: -sum(kv[1]))}
+        for label, t in out.items()
+    }
+
+
 @dataclass
 class ProcSnapshot:
     procs: dict[int, tuple[str, int, float]]
@@ -326,6 +378,7 @@ def classify(pid: int, cmd: str, mine: set[int], db_name: str) -> str:
 
 
 def cpu_by_group(before: ProcSnapshot, after: ProcSnapshot, db_name: str) -> tuple[dict[str, float], list]:
+    """CPU seconds (user + system) per process group between two snapshots, and the top foreign processes."""
     groups: Counter[str] = Counter()
     foreign: Counter[str] = Counter()
     mine = before.mine | after.mine
@@ -344,7 +397,9 @@ def cpu_by_group(before: ProcSnapshot, after: ProcSnapshot, db_name: str) -> tup
 def find_pids(prefix: str) -> list[int]:
     """Our own (descendants of this process) processes whose title starts with `prefix`."""
     snap = cpu_snapshot()
-    return sorted(pid for pid, (cmd, _ppid, _cpu) in snap.procs.items() if pid in snap.mine and cmd.startswith(prefix))
+    return sorted(
+        pid for pid, (cmd, _ppid, _cpu) in snap.procs.items() if pid in snap.mine and cmd.startswith(prefix)
+    )
 
 
 def machine_info(admin_dsn_version: str, state_dir: Path) -> dict:
@@ -366,7 +421,10 @@ def machine_info(admin_dsn_version: str, state_dir: Path) -> dict:
     fs = ""
     with contextlib.suppress(Exception):
         fs = subprocess.run(
-            ["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", str(state_dir)], capture_output=True, text=True, timeout=5
+            ["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", str(state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
     return {
         "nproc": os.cpu_count(),
@@ -446,7 +504,9 @@ async def run_phase(
                     replies["(connection lost)"] += 1
                     reconnects += 1
                     if reconnects > 3:
-                        result.errors.append(f"session {number} gave up after {reconnects} reconnects: {exc!r}")
+                        result.errors.append(
+                            f"session {number} gave up after {reconnects} reconnects: {exc!r}"
+                        )
                         return
                     await client.quit()
                     client = PipeliningClient("127.0.0.1", port, helo=f"bench-{number}.example")
@@ -479,10 +539,14 @@ def summarize_phase(
     result: PhaseResult, stats_before: dict, stats_after: dict, cpu: dict[str, float], foreign: list
 ) -> dict:
     lat = sorted(result.latencies)
-    calls = {k: stats_after["shard_calls"].get(k, 0) - stats_before["shard_calls"].get(k, 0)
-             for k in stats_after["shard_calls"]}
-    items = {k: stats_after["shard_items"].get(k, 0) - stats_before["shard_items"].get(k, 0)
-             for k in stats_after["shard_items"]}
+    calls = {
+        k: stats_after["shard_calls"].get(k, 0) - stats_before["shard_calls"].get(k, 0)
+        for k in stats_after["shard_calls"]
+    }
+    items = {
+        k: stats_after["shard_items"].get(k, 0) - stats_before["shard_items"].get(k, 0)
+        for k in stats_after["shard_items"]
+    }
     total_calls = sum(calls.values())
     total_items = sum(items.values())
     per_second: Counter[int] = Counter(int(t) for t in result.completions)
@@ -516,7 +580,9 @@ def summarize_phase(
         "cpu_utilisation_of_machine": round(sum(cpu.values()) / (duration * (os.cpu_count() or 1)), 3),
         "foreign_cpu_share": round(cpu.get("foreign", 0.0) / (duration * (os.cpu_count() or 1)), 3),
         "top_foreign_processes": foreign,
-        "throughput_per_second": [per_second.get(s, 0) for s in range(int(max(result.completions, default=0)) + 1)],
+        "throughput_per_second": [
+            per_second.get(s, 0) for s in range(int(max(result.completions, default=0)) + 1)
+        ],
     }
 
 
@@ -603,9 +669,7 @@ async def sample_rows(dsn: str, limit: int = 50) -> list[tuple[str, int]]:
 
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        rows = await conn.fetch(
-            "SELECT maildir_path, size FROM messages ORDER BY random() LIMIT $1", limit
-        )
+        rows = await conn.fetch("SELECT maildir_path, size FROM messages ORDER BY random() LIMIT $1", limit)
         return [(r["maildir_path"], r["size"]) for r in rows]
     finally:
         await conn.close()
@@ -650,8 +714,19 @@ class Profiler:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for label, pid in targets.items():
             out = self.out_dir / f"{label}.txt"
-            cmd = [py_spy, "record", "--nonblocking", "-r", str(self.rate), "-f", "raw", "-o", str(out),
-                   "-p", str(pid)]
+            cmd = [
+                py_spy,
+                "record",
+                "--nonblocking",
+                "-r",
+                str(self.rate),
+                "-f",
+                "raw",
+                "-o",
+                str(out),
+                "-p",
+                str(pid),
+            ]
             if self.mode == "gil":
                 cmd.append("--gil")  # only the thread holding the GIL: where Python CPU time goes
             elif self.mode == "idle":
@@ -674,7 +749,10 @@ class Profiler:
             if out.exists():
                 written[label] = out
             else:
-                print(f"py-spy for {label} wrote nothing: {stderr.decode(errors='replace')[-300:]}", file=sys.stderr)
+                print(
+                    f"py-spy for {label} wrote nothing: {stderr.decode(errors='replace')[-300:]}",
+                    file=sys.stderr,
+                )
         return written
 
 
@@ -684,8 +762,9 @@ class Profiler:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--small", type=int, default=20000, help="messages in the small-message phase")
     parser.add_argument("--large", type=int, default=2000, help="messages in the large-message phase")
     parser.add_argument("--small-size", type=int, default=2 * 1024, help="bytes per small message")
@@ -694,22 +773,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mailboxes", type=int, default=20, help="recipient users (round-robin)")
     parser.add_argument("--shards", type=int, default=2, help="MailboxShard actors")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2000 small + 200 large")
-    parser.add_argument("--admin-dsn", default=os.environ.get("WHYMAIL_BENCH_ADMIN_DSN",
-                                                              "postgresql://postgres@127.0.0.1:5432/postgres"),
-                        help="PostgreSQL DSN allowed to CREATE/DROP DATABASE")
-    parser.add_argument("--log-level", default="WARNING",
-                        help="server log level (INFO logs one JSON line per message, forwarded to this driver)")
-    parser.add_argument("--commands-per-minute", type=int, default=100_000_000,
-                        help="per-IP SMTP command rate limit (the default 6000/min would throttle a loopback bench)")
-    parser.add_argument("--no-fsync", action="store_true", help="storage.fsync=false (shows what durability costs)")
-    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
-                        help="client event loop (uvloop if installed)")
-    parser.add_argument("--profile", action="store_true",
-                        help="py-spy the gateway, shards and client during the small phase")
-    parser.add_argument("--profile-rate", type=int, default=50,
-                        help="py-spy samples per second (py-spy costs CPU too: keep it low on 2 cores)")
-    parser.add_argument("--profile-mode", choices=["gil", "active", "idle"], default="gil",
-                        help="gil: GIL holder only (Python CPU); active: non-idle threads; idle: all threads")
+    parser.add_argument(
+        "--admin-dsn",
+        default=os.environ.get("WHYMAIL_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="PostgreSQL DSN allowed to CREATE/DROP DATABASE",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        help="server log level (INFO logs one JSON line per message, forwarded to this driver)",
+    )
+    parser.add_argument(
+        "--commands-per-minute",
+        type=int,
+        default=100_000_000,
+        help="per-IP SMTP command rate limit (the default 6000/min would throttle a loopback bench)",
+    )
+    parser.add_argument(
+        "--no-fsync", action="store_true", help="storage.fsync=false (shows what durability costs)"
+    )
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="client event loop (uvloop if installed)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the gateway, shards and client during the small phase"
+    )
+    parser.add_argument(
+        "--profile-rate",
+        type=int,
+        default=50,
+        help="py-spy samples per second (py-spy costs CPU too: keep it low on 2 cores)",
+    )
+    parser.add_argument(
+        "--profile-mode",
+        choices=["gil", "active", "idle"],
+        default="gil",
+        help="gil: GIL holder only (Python CPU); active: non-idle threads; idle: all threads",
+    )
     parser.add_argument("--results-dir", default=str(BENCH_DIR / "results"), help="where the JSON goes")
     args = parser.parse_args(argv)
     if args.quick:
@@ -799,7 +902,9 @@ def main(argv: list[str] | None = None) -> int:
         cluster = start_actors(runtime, smtp_port=0)
         gateway = cluster.smtp_gateways[0]
         port = cluster.smtp_port
-        print(f"[bench] Ray + actors up in {time.monotonic() - t0:.1f}s; SMTP on 127.0.0.1:{port}", flush=True)
+        print(
+            f"[bench] Ray + actors up in {time.monotonic() - t0:.1f}s; SMTP on 127.0.0.1:{port}", flush=True
+        )
         version = ray.get(gateway.wait_directory_version.remote(1, 10.0))
         _run(wait_for_users(port, users), args.loop)
         print(f"[bench] gateway directory version {version} resolves all {len(users)} users", flush=True)
@@ -814,7 +919,10 @@ def main(argv: list[str] | None = None) -> int:
         profile_files: dict[str, Path] = {}
         expected_total: list[int] = []
         verification: dict = {"ok": True, "checks": []}
-        for phase_name, count, size in (("small", args.small, args.small_size), ("large", args.large, args.large_size)):
+        for phase_name, count, size in (
+            ("small", args.small, args.small_size),
+            ("large", args.large, args.large_size),
+        ):
             if count <= 0:
                 continue
             profiler = None
@@ -823,17 +931,26 @@ def main(argv: list[str] | None = None) -> int:
                 targets.update({f"shard{i}": pid for i, pid in enumerate(pids["shards"])})
                 profiler = Profiler(results_dir / f"profile-{stamp}", args.profile_rate, args.profile_mode)
                 profiler.start(targets)
-            print(f"[bench] phase {phase_name}: {count} x {size} B over {args.connections} connections ...",
-                  flush=True)
+            print(
+                f"[bench] phase {phase_name}: {count} x {size} B over {args.connections} connections ...",
+                flush=True,
+            )
             stats_before = ray.get(gateway.stats.remote())
+            label_of = {pids["gateway"][0]: "gateway", os.getpid(): "client"}
+            label_of.update({pid: f"shard{i}" for i, pid in enumerate(pids["shards"])})
+            threads_before = thread_snapshot(list(label_of))
             cpu_before = cpu_snapshot()
-            result = _run(run_phase(phase_name, count, size, port, args.connections, users, run_id), args.loop)
+            result = _run(
+                run_phase(phase_name, count, size, port, args.connections, users, run_id), args.loop
+            )
             cpu_after = cpu_snapshot()
+            threads_after = thread_snapshot(list(label_of))
             stats_after = ray.get(gateway.stats.remote())
             if profiler is not None:
                 profile_files = profiler.stop()
             cpu, foreign = cpu_by_group(cpu_before, cpu_after, db_name)
             summary = summarize_phase(result, stats_before, stats_after, cpu, foreign)
+            summary["threads_cpu_user_system"] = threads_by_name(threads_before, threads_after, label_of)
             phases_out.append(summary)
             expected_total.append(count)
             stored = asyncio.run(stored_counts(dsn))
@@ -845,14 +962,19 @@ def main(argv: list[str] | None = None) -> int:
                 "db_messages": db_total,
                 "expected": want_total,
                 "all_replies_250": result.accepted == count and not result.failures,
-                "users_with_wrong_count": {u: {"stored": s, "expected": e} for u, (s, e) in wrong_users.items()},
+                "users_with_wrong_count": {
+                    u: {"stored": s, "expected": e} for u, (s, e) in wrong_users.items()
+                },
             }
             verification["checks"].append(check)
             if db_total != want_total or wrong_users or not check["all_replies_250"] or result.errors:
                 verification["ok"] = False
-            print(f"[bench]   {summary['messages_per_s']:.0f} msg/s, {summary['mb_per_s']:.2f} MB/s, "
-                  f"p50 {summary['latency_ms']['p50']:.1f} ms, batch {summary['avg_batch_items']:.1f}; "
-                  f"db {db_total}/{want_total}", flush=True)
+            print(
+                f"[bench]   {summary['messages_per_s']:.0f} msg/s, {summary['mb_per_s']:.2f} MB/s, "
+                f"p50 {summary['latency_ms']['p50']:.1f} ms, batch {summary['avg_batch_items']:.1f}; "
+                f"db {db_total}/{want_total}",
+                flush=True,
+            )
 
         files = maildir_file_count(runtime.maildir_root)
         verification["maildir_files"] = files
@@ -924,36 +1046,55 @@ def main(argv: list[str] | None = None) -> int:
 def print_summary(report: dict, out: Path) -> None:
     m = report["machine"]
     print()
-    print(f"WhyMail SMTP delivery benchmark  ({m['nproc']} CPU {m['cpu_model']}, Python {m['python']}, "
-          f"Ray {m['ray']}, PostgreSQL {m['postgres']})")
-    print(f"shards={report['server_config']['shards']} fsync={report['server_config']['fsync']} "
-          f"connections={report['options']['connections']} mailboxes={report['options']['mailboxes']}")
-    header = f"{'phase':<6} {'msgs':>7} {'size':>7} {'secs':>7} {'msg/s':>8} {'MB/s':>7} " \
-             f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'batch':>6} {'non-250':>7}"
+    print(
+        f"WhyMail SMTP delivery benchmark  ({m['nproc']} CPU {m['cpu_model']}, Python {m['python']}, "
+        f"Ray {m['ray']}, PostgreSQL {m['postgres']})"
+    )
+    print(
+        f"shards={report['server_config']['shards']} fsync={report['server_config']['fsync']} "
+        f"connections={report['options']['connections']} mailboxes={report['options']['mailboxes']}"
+    )
+    header = (
+        f"{'phase':<6} {'msgs':>7} {'size':>7} {'secs':>7} {'msg/s':>8} {'MB/s':>7} "
+        f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'batch':>6} {'non-250':>7}"
+    )
     print(header)
     print("-" * len(header))
     for p in report["phases"]:
         non250 = p["messages"] - p["accepted_250"]
-        print(f"{p['name']:<6} {p['messages']:>7} {p['avg_message_bytes']:>7} {p['duration_s']:>7.2f} "
-              f"{p['messages_per_s']:>8.0f} {p['mb_per_s']:>7.2f} {p['latency_ms']['p50']:>7.1f} "
-              f"{p['latency_ms']['p95']:>7.1f} {p['latency_ms']['p99']:>7.1f} {p['avg_batch_items']:>6.1f} "
-              f"{non250:>7}")
+        print(
+            f"{p['name']:<6} {p['messages']:>7} {p['avg_message_bytes']:>7} {p['duration_s']:>7.2f} "
+            f"{p['messages_per_s']:>8.0f} {p['mb_per_s']:>7.2f} {p['latency_ms']['p50']:>7.1f} "
+            f"{p['latency_ms']['p95']:>7.1f} {p['latency_ms']['p99']:>7.1f} {p['avg_batch_items']:>6.1f} "
+            f"{non250:>7}"
+        )
     for p in report["phases"]:
         cpu = ", ".join(f"{k} {v:.1f}s" for k, v in p["cpu_seconds"].items())
         print(f"cpu {p['name']}: {cpu}  (machine {p['cpu_utilisation_of_machine'] * 100:.0f}% busy)")
+        for label, threads in p.get("threads_cpu_user_system", {}).items():
+            if label == "client":
+                continue
+            user = sum(v[0] for v in threads.values())
+            system = sum(v[1] for v in threads.values())
+            top = ", ".join(f"{n} {u + s_:.1f}s" for n, (u, s_) in list(threads.items())[:4])
+            print(f"  {label}: user {user:.1f}s + system {system:.1f}s; threads: {top}")
         if p["foreign_cpu_share"] > 0.05:
-            print(f"  WARNING: the machine was shared: {p['foreign_cpu_share'] * 100:.0f}% of all CPU went to other "
-                  f"processes ({', '.join(name for name, _ in p['top_foreign_processes'][:3])}); "
-                  "these numbers are pessimistic")
+            print(
+                f"  WARNING: the machine was shared: {p['foreign_cpu_share'] * 100:.0f}% of all CPU went to other "
+                f"processes ({', '.join(name for name, _ in p['top_foreign_processes'][:3])}); "
+                "these numbers are pessimistic"
+            )
         if p["non_250"]:
             print(f"  non-250 replies in {p['name']}: {p['non_250']}")
         if p["errors"]:
             print(f"  errors in {p['name']}: {p['errors'][:5]}")
     v = report["verification"]
     last = v["checks"][-1] if v["checks"] else {}
-    print(f"verification: {'OK' if v['ok'] else 'FAILED'} — db {last.get('db_messages')}/{last.get('expected')}, "
-          f"maildir files {v['maildir_files']}/{v['maildir_files_expected']}, "
-          f"sampled rows with a bad file {v['sampled_rows_with_bad_file']}")
+    print(
+        f"verification: {'OK' if v['ok'] else 'FAILED'} — db {last.get('db_messages')}/{last.get('expected')}, "
+        f"maildir files {v['maildir_files']}/{v['maildir_files_expected']}, "
+        f"sampled rows with a bad file {v['sampled_rows_with_bad_file']}"
+    )
     print(f"results: {out}")
 
 

@@ -27,13 +27,12 @@ def _message(sender: str, to: list[str], subject: str, body: str = "hello\n") ->
     return msg
 
 
-def _raw_message(sender: str, to: list[str], subject: str, body: bytes = b"hello\r\n", headers: bytes = b"") -> bytes:
+def _raw_message(
+    sender: str, to: list[str], subject: str, body: bytes = b"hello\r\n", headers: bytes = b""
+) -> bytes:
     """Exactly the bytes a client puts between DATA and the final dot (CRLF line ends, no dot-stuffing needed)."""
     return (
-        f"From: {sender}\r\nTo: {', '.join(to)}\r\nSubject: {subject}\r\n".encode()
-        + headers
-        + b"\r\n"
-        + body
+        f"From: {sender}\r\nTo: {', '.join(to)}\r\nSubject: {subject}\r\n".encode() + headers + b"\r\n" + body
     )
 
 
@@ -43,7 +42,9 @@ def _smtp(mail_system: MailSystem) -> smtplib.SMTP:
     return smtp
 
 
-def _send(mail_system: MailSystem, sender: str, rcpts: list[str], data: bytes, mail_options: tuple = ()) -> None:
+def _send(
+    mail_system: MailSystem, sender: str, rcpts: list[str], data: bytes, mail_options: tuple = ()
+) -> None:
     with _smtp(mail_system) as smtp:
         refused = smtp.sendmail(sender, rcpts, data, mail_options=list(mail_options))
     assert refused == {}
@@ -51,8 +52,16 @@ def _send(mail_system: MailSystem, sender: str, rcpts: list[str], data: bytes, m
 
 def _swaks(mail_system: MailSystem, *args: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [SWAKS, "--server", f"127.0.0.1:{mail_system.smtp_port}", "--helo", "client.example", "--timeout", "60",
-         *args],
+        [
+            SWAKS,
+            "--server",
+            f"127.0.0.1:{mail_system.smtp_port}",
+            "--helo",
+            "client.example",
+            "--timeout",
+            "60",
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -123,18 +132,31 @@ def test_smtplib_single_recipient_file_equals_received_header_plus_sent_bytes(
 def test_swaks_single_recipient_is_stored(mail_system: MailSystem, domain: str) -> None:
     alice = f"alice@{domain}"
     mail_system.add_user(alice)
-    result = _swaks(mail_system, "--to", alice, "--from", "swaks@example.org", "--header", "Subject: from swaks",
-                    "--body", "sent by swaks")
+    result = _swaks(
+        mail_system,
+        "--to",
+        alice,
+        "--from",
+        "swaks@example.org",
+        "--header",
+        "Subject: from swaks",
+        "--body",
+        "sent by swaks",
+    )
     assert "250 2.0.0" in result.stdout
     rows = mail_system.messages_of(alice)
-    assert [(r["subject"], r["uid"], r["envelope_from"]) for r in rows] == [("from swaks", 1, "swaks@example.org")]
+    assert [(r["subject"], r["uid"], r["envelope_from"]) for r in rows] == [
+        ("from swaks", 1, "swaks@example.org")
+    ]
     data = (mail_system.maildir_root / rows[0]["maildir_path"]).read_bytes()
     assert data.startswith(b"Received: from client.example ([127.0.0.1])")
     assert b"sent by swaks" in data
     assert len(data) == rows[0]["size"]
 
 
-def test_smtplib_ten_recipients_in_one_transaction_each_get_one_copy(mail_system: MailSystem, domain: str) -> None:
+def test_smtplib_ten_recipients_in_one_transaction_each_get_one_copy(
+    mail_system: MailSystem, domain: str
+) -> None:
     users = [f"user{i}@{domain}" for i in range(10)]
     for user in users:
         mail_system.add_user(user)
@@ -148,12 +170,21 @@ def test_smtplib_ten_recipients_in_one_transaction_each_get_one_copy(mail_system
     assert len(paths) == 10  # one file per mailbox, none shared
 
 
-def test_swaks_ten_recipients_in_one_transaction_each_get_one_copy(mail_system: MailSystem, domain: str) -> None:
+def test_swaks_ten_recipients_in_one_transaction_each_get_one_copy(
+    mail_system: MailSystem, domain: str
+) -> None:
     users = [f"user{i}@{domain}" for i in range(10)]
     for user in users:
         mail_system.add_user(user)
-    result = _swaks(mail_system, "--to", ",".join(users), "--from", "swaks@example.org",
-                    "--header", "Subject: swaks to ten")
+    result = _swaks(
+        mail_system,
+        "--to",
+        ",".join(users),
+        "--from",
+        "swaks@example.org",
+        "--header",
+        "Subject: swaks to ten",
+    )
     assert result.stdout.count("250 2.1.5") == 10
     for user in users:
         rows = mail_system.messages_of(user)
@@ -161,7 +192,9 @@ def test_swaks_ten_recipients_in_one_transaction_each_get_one_copy(mail_system: 
         assert len(mail_system.maildir_files(domain, _local(user))) == 1
 
 
-def test_recipients_owned_by_different_shards_all_get_the_message(mail_system: MailSystem, domain: str) -> None:
+def test_recipients_owned_by_different_shards_all_get_the_message(
+    mail_system: MailSystem, domain: str
+) -> None:
     shard_names = list(mail_system.cluster.shard_names)
     assert len(shard_names) == 3
     one_per_shard: dict[str, str] = {}
@@ -230,7 +263,10 @@ def test_8bit_body_with_body_8bitmime_is_stored_byte_for_byte(mail_system: MailS
     mail_system.add_user(alice)
     body = "Grüße aus Köln — ünïcödé ✓ 日本語\r\n".encode() + bytes(range(0x80, 0x100)) + b"\r\n"
     sent = _raw_message(
-        "bob@example.org", [alice], "eight bit", body,
+        "bob@example.org",
+        [alice],
+        "eight bit",
+        body,
         headers=b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n",
     )
     with _smtp(mail_system) as smtp:
@@ -263,7 +299,9 @@ def test_smtputf8_recipient_matches_in_any_case(mail_system: MailSystem, domain:
     mail_system.add_user(jorg)
     sent = _raw_message("bob@example.org", [f"JÖRG@{domain.upper()}"], "upper case")
     with _smtp(mail_system) as smtp:
-        refused = smtp.sendmail("bob@example.org", [f"JÖRG@{domain.upper()}"], sent, mail_options=["SMTPUTF8"])
+        refused = smtp.sendmail(
+            "bob@example.org", [f"JÖRG@{domain.upper()}"], sent, mail_options=["SMTPUTF8"]
+        )
     assert refused == {}
     _only_stored_copy(mail_system, jorg, domain, sent)
 
@@ -293,11 +331,17 @@ def test_uids_ascend_from_one_per_mailbox(mail_system: MailSystem, domain: str) 
             if n % 2 == 0:
                 smtp.sendmail("x@example.org", [bob], _raw_message("x@example.org", [bob], f"b{n}"))
     assert [(r["uid"], r["subject"]) for r in mail_system.messages_of(alice)] == [
-        (1, "a1"), (2, "a2"), (3, "a3"), (4, "a4"), (5, "a5")
+        (1, "a1"),
+        (2, "a2"),
+        (3, "a3"),
+        (4, "a4"),
+        (5, "a5"),
     ]
     assert [(r["uid"], r["subject"]) for r in mail_system.messages_of(bob)] == [(1, "b2"), (2, "b4")]
     files = mail_system.maildir_files(domain, "alice")
-    assert sorted(mail_system.maildir_root / r["maildir_path"] for r in mail_system.messages_of(alice)) == files
+    assert (
+        sorted(mail_system.maildir_root / r["maildir_path"] for r in mail_system.messages_of(alice)) == files
+    )
 
 
 def test_storage_used_grows_by_each_stored_size(mail_system: MailSystem, domain: str) -> None:

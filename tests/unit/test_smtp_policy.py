@@ -24,9 +24,14 @@ def _user(user_id: int = 1, *, quota: int = 0, used: int = 0, active: bool = Tru
     )
 
 
-def _ctx(*, authenticated: bool = False, accepted: int = 0, max_recipients: int = 20, size: int = 0) -> RcptContext:
+def _ctx(
+    *, authenticated: bool = False, accepted: int = 0, max_recipients: int = 20, size: int = 0
+) -> RcptContext:
     return RcptContext(
-        authenticated=authenticated, accepted_so_far=accepted, max_recipients=max_recipients, declared_size=size
+        authenticated=authenticated,
+        accepted_so_far=accepted,
+        max_recipients=max_recipients,
+        declared_size=size,
     )
 
 
@@ -90,8 +95,10 @@ def test_last_recipient_within_the_limit_is_accepted() -> None:
 def test_recipient_limit_is_checked_before_anything_else(
     kind: str, max_recipients: int, extra: int, authenticated: bool
 ) -> None:
-    resolution = Resolution(kind, (_user(active=kind != "disabled"),)) if kind in ("local", "disabled") else (
-        Resolution(kind, remote_addresses=("x@example.org",) if kind == "remote" else ())
+    resolution = (
+        Resolution(kind, (_user(active=kind != "disabled"),))
+        if kind in ("local", "disabled")
+        else (Resolution(kind, remote_addresses=("x@example.org",) if kind == "remote" else ()))
     )
     ctx = _ctx(authenticated=authenticated, accepted=max_recipients + extra, max_recipients=max_recipients)
     assert _codes(rcpt_reply(resolution, ctx, _no_usage)) == (452, "4.5.3")

@@ -68,10 +68,37 @@ def test_replies_that_carry_an_enhanced_code_are_left_alone(line: str) -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["220 mx.example WhyMail ESMTP", "354 End data with <CR><LF>.<CR><LF>", "334 VXNlcm5hbWU6", "", "OK", "2"],
+    [
+        "220 mx.example WhyMail ESMTP",
+        "354 End data with <CR><LF>.<CR><LF>",
+        "334 VXNlcm5hbWU6",
+        "",
+        "OK",
+        "2",
+    ],
 )
 def test_greeting_go_ahead_challenge_and_non_replies_are_left_alone(line: str) -> None:
     assert with_enhanced_code(line) == line
+
+
+def test_rewritten_stock_replies_are_plain_ascii() -> None:
+    # RFC 5321 §4.2: reply text is ASCII; a client that did not ask for SMTPUTF8 may choke on more.
+    stock = [
+        "500 Line too long (see RFC5321 4.5.3.1.6)",
+        "552 Error: Too much mail data",
+        "500 Error: bad syntax",
+        "503 Error: need MAIL command",
+        "500 Error: strict ASCII mode",
+        "421 Too many connections",
+    ]
+    for line in stock:
+        assert with_enhanced_code(line).isascii(), line
+    for reply in (value for value in vars(policy).values() if isinstance(value, SmtpReply)):
+        assert str(reply).isascii(), reply
+
+
+def test_line_too_long_gets_500_5_5_6() -> None:
+    assert with_enhanced_code("500 Line too long (see RFC5321 4.5.3.1.6)").startswith("500 5.5.6 ")
 
 
 def test_multiline_continuation_keeps_its_dash() -> None:
@@ -107,7 +134,18 @@ def test_rewriting_is_idempotent(code: int, text: str) -> None:
     assert with_enhanced_code(once) == once
 
 
-@pytest.mark.parametrize("line", ["000 zero", "600 six", "999", "2500 four digits", "250OK", "\u00b2\u00b2\u00b2 superscripts", "\u0662\u0665\u0660 OK"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "000 zero",
+        "600 six",
+        "999",
+        "2500 four digits",
+        "250OK",
+        "\u00b2\u00b2\u00b2 superscripts",
+        "\u0662\u0665\u0660 OK",
+    ],
+)
 def test_lines_with_codes_outside_2xx_to_5xx_come_back_unchanged(line: str) -> None:
     assert with_enhanced_code(line) == line
 

@@ -36,7 +36,7 @@ _STOCK: dict[str, str] = {
     "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed maximum message size",
     "552 Error: message size exceeds fixed maximum message size":
         "552 5.3.4 Message size exceeds fixed maximum message size",
-    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.6 Line too long (RFC 5321 §4.5.3.1.6)",
+    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.6 Line too long (RFC 5321 section 4.5.3.1.6)",
     "500 Error: bad syntax": "500 5.5.2 Syntax error",
     "503 Error: need MAIL command": "503 5.5.1 Need MAIL command first",
     "503 Error: need RCPT command": "503 5.5.1 Need RCPT command first",
