@@ -19,6 +19,7 @@ from whymail.db.migrate import migrate_up
 from whymail.db.pool import connect
 from whymail.logs import setup_logging
 from whymail.runtime import Runtime
+from whymail.tls import ensure_self_signed
 
 log = logging.getLogger("whymail.serve")
 
@@ -54,7 +55,8 @@ def serve(config: Config, state_dir: Path, args: argparse.Namespace) -> int:
         config.ray.shards = args.shards
     if args.dev:
         config.logging.json_format = False
-    setup_logging(config.logging, component="serve", dev=args.dev)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(config.logging, component="serve", dev=args.dev, log_file=state_dir / "logs" / "whymail.log")
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     state_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -69,6 +71,9 @@ def serve(config: Config, state_dir: Path, args: argparse.Namespace) -> int:
         redis_addr = ""
     runtime = Runtime(config=config, state_dir=str(state_dir), dsn=dsn, redis_addr=redis_addr)
     runtime.maildir_root.mkdir(parents=True, exist_ok=True)
+    if not (config.server.tls.cert_file and config.server.tls.key_file):
+        # Made here, once, so that several gateways starting together do not race to write it.
+        ensure_self_signed(state_dir / "tls", config.server.hostname)
 
     stop = threading.Event()
 

@@ -8,6 +8,7 @@ import logging
 import socket
 import time
 import uuid
+from pathlib import Path
 
 import ray
 
@@ -18,6 +19,7 @@ from whymail.runtime import Runtime
 from whymail.sharding import rendezvous_owner
 from whymail.smtp.server import InboundHandler, SessionRegistry, SmtpStats, smtp_factory
 from whymail.store.batcher import ShardBatcher
+from whymail.tls import server_context
 from whymail.store.models import DeliveryItem, DeliveryOutcome, Recipient
 
 log = logging.getLogger("whymail.gateway.smtp")
@@ -64,6 +66,7 @@ class SmtpGateway:
                 if self._runtime.redis_addr
                 else None,
             ),
+            tls_context=server_context(config.server.tls, Path(self._runtime.state_dir), config.server.hostname),
         )
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(

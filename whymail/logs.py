@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 import time
+from pathlib import Path
 
 import orjson
 
@@ -36,8 +38,10 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def setup_logging(config: LoggingConfig, *, component: str, dev: bool = False) -> None:
-    """Configure the root logger of this process (idempotent)."""
+def setup_logging(
+    config: LoggingConfig, *, component: str, dev: bool = False, log_file: Path | None = None
+) -> None:
+    """Configure the root logger of this process (idempotent); JSON lines also go to `log_file`."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_whymail", False):
@@ -49,6 +53,12 @@ def setup_logging(config: LoggingConfig, *, component: str, dev: bool = False) -
     else:
         handler.setFormatter(JsonFormatter(component))
     root.addHandler(handler)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
+        file_handler._whymail = True  # type: ignore[attr-defined]
+        file_handler.setFormatter(JsonFormatter(component))
+        root.addHandler(file_handler)
     root.setLevel("DEBUG" if dev and config.level == "INFO" else config.level)
     for noisy in ("mail.log", "aiosmtpd", "asyncio", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

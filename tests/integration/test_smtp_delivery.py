@@ -30,7 +30,7 @@ def _message(sender: str, to: list[str], subject: str, body: str = "hello\n") ->
 def _raw_message(
     sender: str, to: list[str], subject: str, body: bytes = b"hello\r\n", headers: bytes = b""
 ) -> bytes:
-    """Exactly the bytes a client puts between DATA and the final dot (CRLF line ends, no dot-stuffing needed)."""
+    """The bytes a client sends between DATA and the final dot (CRLF line ends, before dot-stuffing)."""
     return (
         f"From: {sender}\r\nTo: {', '.join(to)}\r\nSubject: {subject}\r\n".encode() + headers + b"\r\n" + body
     )
@@ -267,7 +267,11 @@ def test_8bit_body_with_body_8bitmime_is_stored_byte_for_byte(mail_system: MailS
         [alice],
         "eight bit",
         body,
-        headers=b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n",
+        headers=(
+            b"MIME-Version: 1.0\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: 8bit\r\n"
+        ),
     )
     with _smtp(mail_system) as smtp:
         assert smtp.has_extn("8bitmime")
@@ -359,3 +363,25 @@ def test_storage_used_grows_by_each_stored_size(mail_system: MailSystem, domain:
         expected += stored
         assert _storage_used(mail_system, alice) == expected
     assert sum(r["size"] for r in mail_system.messages_of(alice)) == expected
+
+
+def test_starttls_is_offered_and_the_received_header_says_esmtps(mail_system: MailSystem, domain: str) -> None:
+    import ssl
+
+    alice = f"tls@{domain}"
+    mail_system.add_user(alice)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with smtplib.SMTP("127.0.0.1", mail_system.smtp_port, timeout=30) as smtp:
+        smtp.ehlo("tls.example")
+        assert smtp.has_extn("starttls")
+        code, _ = smtp.starttls(context=context)
+        assert code == 220
+        smtp.ehlo("tls.example")
+        assert not smtp.has_extn("starttls"), "STARTTLS must not be offered twice (RFC 3207 §4.2)"
+        assert smtp.send_message(_message("bob@example.org", [alice], "secret")) == {}
+    rows = mail_system.messages_of(alice)
+    assert [r["subject"] for r in rows] == ["secret"]
+    head = (mail_system.maildir_root / rows[0]["maildir_path"]).read_bytes()[:300]
+    assert b"with ESMTPS id" in head

@@ -275,6 +275,15 @@ def test_declared_size_over_the_limit_gets_552_5_3_4_at_mail_from_and_nothing_is
     _assert_nothing_stored(mail_system, domain)
 
 
+def test_size_with_non_ascii_digits_gets_501_5_5_4_not_a_temporary_failure(mail_system: MailSystem) -> None:
+    # "²".isdigit() is True in Python but int("²") raises: this must be a syntax error, not a 451.
+    with _raw(mail_system) as smtp:
+        smtp.command("EHLO client.example")
+        for value in ("\u00b2", "\u0661\u0662", "1\u00b3"):
+            _assert_reply(smtp.command(f"MAIL FROM:<bob@example.org> SIZE={value}"), 501, "5.5.4")
+        _assert_reply(smtp.command("MAIL FROM:<bob@example.org> SIZE=12"), 250, "2.1.0")
+
+
 def test_declared_size_at_the_limit_is_accepted(mail_system: MailSystem, domain: str) -> None:
     alice = f"alice@{domain}"
     mail_system.add_user(alice)

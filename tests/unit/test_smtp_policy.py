@@ -86,20 +86,25 @@ def test_last_recipient_within_the_limit_is_accepted() -> None:
     assert _codes(reply) == (250, "2.1.5")
 
 
+_EVERY_KIND = [
+    Resolution("local", (_user(),)),
+    Resolution("local", (_user(quota=1),)),
+    Resolution("local", (_user(),), ("friend@example.org",)),
+    Resolution("unknown_user"),
+    Resolution("disabled", (_user(active=False),)),
+    Resolution("remote", remote_addresses=("x@example.org",)),
+]
+
+
 @given(
-    kind=st.sampled_from(["local", "unknown_user", "disabled", "remote"]),
+    resolution=st.sampled_from(_EVERY_KIND),
     max_recipients=st.integers(min_value=1, max_value=1000),
     extra=st.integers(min_value=0, max_value=1000),
     authenticated=st.booleans(),
 )
 def test_recipient_limit_is_checked_before_anything_else(
-    kind: str, max_recipients: int, extra: int, authenticated: bool
+    resolution: Resolution, max_recipients: int, extra: int, authenticated: bool
 ) -> None:
-    resolution = (
-        Resolution(kind, (_user(active=kind != "disabled"),))
-        if kind in ("local", "disabled")
-        else (Resolution(kind, remote_addresses=("x@example.org",) if kind == "remote" else ()))
-    )
     ctx = _ctx(authenticated=authenticated, accepted=max_recipients + extra, max_recipients=max_recipients)
     assert _codes(rcpt_reply(resolution, ctx, _no_usage)) == (452, "4.5.3")
 

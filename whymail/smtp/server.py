@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -262,6 +263,15 @@ class WhyMailSMTP(SMTP):
             status = with_enhanced_code(status)
         await super().push(status)
 
+    def _getparams(self, params):
+        # aiosmtpd checks SIZE with str.isdigit(), which "²" passes before int() raises on it (a 451 and a
+        # traceback). RFC 1870 §3: size-value is 1*20 ASCII DIGIT; anything else is a syntax error (501).
+        result = super()._getparams(params)
+        size = result.get("SIZE") if result else None
+        if isinstance(size, str) and not (size.isascii() and size.isdigit()):
+            return None
+        return result
+
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
         # RFC 2034 §3: no enhanced codes in the replies to EHLO/HELO.
@@ -289,8 +299,9 @@ def smtp_factory(
     registry: SessionRegistry,
     stats: SmtpStats,
     connect_rate: ConnectionRateLimiter | None = None,
+    tls_context: ssl.SSLContext | None = None,
 ) -> Callable[[], WhyMailSMTP]:
-    """A protocol factory for `loop.create_server`."""
+    """A protocol factory for `loop.create_server`; STARTTLS is offered when `tls_context` is given."""
     smtp = config.server.smtp
 
     def make() -> WhyMailSMTP:
@@ -308,6 +319,7 @@ def smtp_factory(
             ident=smtp.banner,
             timeout=smtp.timeout,
             auth_require_tls=True,
+            tls_context=tls_context,
         )
 
     return make
