@@ -19,8 +19,8 @@ from whymail.runtime import Runtime
 from whymail.sharding import rendezvous_owner
 from whymail.smtp.server import InboundHandler, SessionRegistry, SmtpStats, smtp_factory
 from whymail.store.batcher import ShardBatcher
-from whymail.tls import server_context
 from whymail.store.models import DeliveryItem, DeliveryOutcome, Recipient
+from whymail.tls import server_context
 
 log = logging.getLogger("whymail.gateway.smtp")
 

@@ -245,12 +245,12 @@ class WhyMailSMTP(SMTP):
         super().connection_lost(error)
 
     async def _handle_client(self) -> None:
-        if self._connect_rate is not None and self.session is not None:
-            if not await self._connect_rate.allow(str(self.session.peer[0])):
-                self._stats.count(policy.TOO_MANY_CONNECTIONS)
-                await self.push(str(policy.TOO_MANY_CONNECTIONS))
-                self.transport.close()
-                return
+        peer = str(self.session.peer[0]) if self.session is not None else "?"
+        if self._connect_rate is not None and not await self._connect_rate.allow(peer):
+            self._stats.count(policy.TOO_MANY_CONNECTIONS)
+            await self.push(str(policy.TOO_MANY_CONNECTIONS))
+            self.transport.close()
+            return
         await super()._handle_client()
 
     def eof_received(self) -> bool | None:
