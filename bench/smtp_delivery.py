@@ -305,16 +305,40 @@ def thread_snapshot(pids: list[int]) -> dict[tuple[int, int], tuple[str, float, 
     return snap
 
 
-def threads_by_name(before: dict, after: dict, label_of: dict[int, str]) -> dict[str, dict[str, list[float]]]:
-    """Per process label: thread name (digits folded) -> [user s, system s] used between the snapshots."""
+def python_thread_names(pids: list[int]) -> dict[int, str]:
+    """OS thread id -> Python thread name, from `py-spy dump --json` (empty if py-spy is missing)."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    names: dict[int, str] = {}
+    for pid in pids:
+        try:
+            out = subprocess.run(
+                [py_spy, "dump", "--json", "-p", str(pid)], capture_output=True, timeout=20
+            ).stdout
+            for thread in json.loads(out or b"[]"):
+                if thread.get("os_thread_id") and thread.get("thread_name"):
+                    names[int(thread["os_thread_id"])] = thread["thread_name"]
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            continue
+    return names
+
+
+def threads_by_name(
+    before: dict, after: dict, label_of: dict[int, str], py_names: dict[int, str]
+) -> dict[str, dict[str, list[float]]]:
+    """Per process label: thread name (digits folded) -> [user s, system s] used between the snapshots.
+
+    Python threads carry their Python name (`MainThread` runs Ray's task loop and (de)serialises
+    arguments, `AsyncIO Thread: default` runs the actor's event loop, `<shard>-io_N` the executor);
+    threads without one are Ray's native (C++) threads, named `native`.
+    """
     out: dict[str, dict[str, list[float]]] = {}
-    for key, (name, user, system) in after.items():
+    for key, (_os_name, user, system) in after.items():
         prev = before.get(key)
         du = user - (prev[1] if prev else 0.0)
         ds = system - (prev[2] if prev else 0.0)
         if du + ds <= 0:
             continue
-        folded = re.sub(r"\d+", "N", name) if not name.startswith("ray::") else "main (" + name + ")"
+        folded = re.sub(r"_\d+$", "_N", py_names[key[1]]) if key[1] in py_names else "native"
         slot = out.setdefault(label_of.get(key[0], str(key[0])), {}).setdefault(folded, [0.0, 0.0])
         slot[0] += du
         slot[1] += ds
@@ -617,7 +641,7 @@ async def drop_database(admin_dsn: str, name: str) -> None:
         await conn.close()
 
 
-async def migrate(dsn: str) -> None:
+async def migrate(dsn: str, *, no_fts: bool = False) -> None:
     import asyncpg
 
     from whymail.db.migrate import migrate_up
@@ -625,6 +649,8 @@ async def migrate(dsn: str) -> None:
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
         await migrate_up(conn)
+        if no_fts:
+            await conn.execute("ALTER TABLE messages DROP COLUMN search_vector")
     finally:
         await conn.close()
 
@@ -813,6 +839,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="gil",
         help="gil: GIL holder only (Python CPU); active: non-idle threads; idle: all threads",
     )
+    parser.add_argument(
+        "--no-fts",
+        action="store_true",
+        help="experiment: drop messages.search_vector (and its GIN index) in the bench database, to measure "
+        "what full-text indexing costs the delivery path; not a supported configuration",
+    )
     parser.add_argument("--results-dir", default=str(BENCH_DIR / "results"), help="where the JSON goes")
     args = parser.parse_args(argv)
     if args.quick:
@@ -875,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] database {db_name}, state dir {state_dir}", flush=True)
         pg_version = asyncio.run(create_database(args.admin_dsn, db_name))
         db_created = True
-        asyncio.run(migrate(dsn))
+        asyncio.run(migrate(dsn, no_fts=args.no_fts))
         users = asyncio.run(create_users(dsn, args.mailboxes))
 
         import ray
@@ -938,6 +970,7 @@ def main(argv: list[str] | None = None) -> int:
             stats_before = ray.get(gateway.stats.remote())
             label_of = {pids["gateway"][0]: "gateway", os.getpid(): "client"}
             label_of.update({pid: f"shard{i}" for i, pid in enumerate(pids["shards"])})
+            py_names = python_thread_names(list(label_of))
             threads_before = thread_snapshot(list(label_of))
             cpu_before = cpu_snapshot()
             result = _run(
@@ -945,12 +978,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             cpu_after = cpu_snapshot()
             threads_after = thread_snapshot(list(label_of))
+            py_names.update(python_thread_names(list(label_of)))  # executor threads start lazily
             stats_after = ray.get(gateway.stats.remote())
             if profiler is not None:
                 profile_files = profiler.stop()
             cpu, foreign = cpu_by_group(cpu_before, cpu_after, db_name)
             summary = summarize_phase(result, stats_before, stats_after, cpu, foreign)
-            summary["threads_cpu_user_system"] = threads_by_name(threads_before, threads_after, label_of)
+            summary["threads_cpu_user_system"] = threads_by_name(
+                threads_before, threads_after, label_of, py_names
+            )
             phases_out.append(summary)
             expected_total.append(count)
             stored = asyncio.run(stored_counts(dsn))
@@ -997,6 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
             "server_config": {
                 "shards": config.ray.shards,
                 "fsync": config.storage.fsync,
+                "full_text_index": not args.no_fts,
                 "log_level": config.logging.level,
                 "commands_per_minute": config.limits.commands_per_minute,
                 "db_pool": [config.db.min_pool, config.db.max_pool],
@@ -1052,6 +1089,7 @@ def print_summary(report: dict, out: Path) -> None:
     )
     print(
         f"shards={report['server_config']['shards']} fsync={report['server_config']['fsync']} "
+        f"fts={report['server_config']['full_text_index']} "
         f"connections={report['options']['connections']} mailboxes={report['options']['mailboxes']}"
     )
     header = (

@@ -65,6 +65,7 @@ class SmtpGateway:
                 redis_client(self._runtime.redis_addr, db=config.redis.db, password=config.redis.password)
                 if self._runtime.redis_addr
                 else None,
+                prefix=f"whymail:{self._namespace}:connrate",
             ),
             tls_context=server_context(config.server.tls, Path(self._runtime.state_dir), config.server.hostname),
         )

@@ -148,11 +148,13 @@ def _transaction(
 
 
 def test_unknown_user_gets_550_5_1_1_and_nothing_is_stored(mail_system: MailSystem, domain: str) -> None:
-    _, [rcpt], data = _transaction(mail_system, [f"nobody@{domain}"], _message(f"nobody@{domain}", "unknown"))
+    _, [rcpt], data = _transaction(
+        mail_system, [f"nobody@{domain}"], _message(f"nobody@{domain}", f"unknown {domain}")
+    )
     _assert_reply(rcpt, 550, "5.1.1")
     assert data is None
     _assert_nothing_stored(mail_system, domain)
-    assert not _subject_stored_anywhere(mail_system, "unknown")
+    assert not _subject_stored_anywhere(mail_system, f"unknown {domain}")
 
 
 def test_unknown_user_next_to_a_real_one_gets_550_5_1_1_and_only_the_real_one_is_stored(
@@ -164,21 +166,21 @@ def test_unknown_user_next_to_a_real_one_gets_550_5_1_1_and_only_the_real_one_is
     _assert_reply(good, 250, "2.1.5")
     _assert_reply(bad, 550, "5.1.1")
     _assert_reply(data, 250, "2.0.0")
-    assert [r["subject"] for r in mail_system.messages_of(alice)] == ["mixed"]
-    assert [p.parent.parent.name for p in (mail_system.maildir_root / domain).rglob("*") if p.is_file()] == [
-        "alice"
-    ]
+    [row] = mail_system.messages_of(alice)
+    assert row["subject"] == "mixed"
+    files = [p for p in (mail_system.maildir_root / domain).rglob("*") if p.is_file()]
+    assert files == [mail_system.maildir_root / row["maildir_path"]]  # nothing for `nobody`
 
 
 def test_non_local_domain_without_auth_gets_550_5_7_1_and_nothing_is_stored(
     mail_system: MailSystem, domain: str
 ) -> None:
     _, [rcpt], data = _transaction(
-        mail_system, ["someone@example.org"], _message("someone@example.org", "relay")
+        mail_system, ["someone@example.org"], _message("someone@example.org", f"relay {domain}")
     )
     _assert_reply(rcpt, 550, "5.7.1")
     assert data is None
-    assert not _subject_stored_anywhere(mail_system, "relay")
+    assert not _subject_stored_anywhere(mail_system, f"relay {domain}")
     queued = mail_system.fetch(
         "SELECT 1 FROM outbound_queue WHERE $1 = ANY(recipients)", "someone@example.org"
     )
@@ -480,9 +482,11 @@ def test_malformed_addresses_get_553_or_501_with_an_enhanced_code(
             reply = smtp.command(bad)
             assert re.match(r"^(553 5\.1\.\d|501 5\.\d\.\d) ", reply[-1]), (bad, reply)
         _assert_reply(smtp.command("MAIL FROM:<bob@example.org>"), 250, "2.1.0")
-        for bad in (f"RCPT TO:<a@@{domain}>", "RCPT TO:<@@>", f"RCPT TO:<alice@{domain} x>", "RCPT TO:"):
+        for bad in (f"RCPT TO:<a@@{domain}>", "RCPT TO:<@@>", f"RCPT TO:<alice@{domain} x>", "RCPT TO:",
+                    f"RCPT TO:<a..b@{domain}>", "RCPT TO:<a@-bad-.com>"):
             reply = smtp.command(bad)
             assert re.match(r"^(553 5\.1\.\d|501 5\.\d\.\d) ", reply[-1]), (bad, reply)
+        _assert_reply(smtp.command("RCPT TO:<a@[192.0.2.1]>"), 550, "5.7.1")  # a literal is never local
         _assert_reply(smtp.command("DATA"), 503, "5.5.1")  # none of them was accepted
         _assert_reply(smtp.command(f"RCPT TO:<{alice}>"), 250, "2.1.5")
     _assert_nothing_stored(mail_system, domain)
@@ -497,7 +501,8 @@ def test_client_vanishing_in_the_middle_of_data_harms_nobody(mail_system: MailSy
         _assert_reply(smtp.command("MAIL FROM:<bob@example.org>"), 250, "2.1.0")
         _assert_reply(smtp.command(f"RCPT TO:<{alice}>"), 250, "2.1.5")
         assert smtp.command("DATA")[-1].startswith("354 ")
-        smtp.sock.sendall(_message(alice, f"cut off {reset}", b"partial line\r\n" * 5000))  # no final dot
+        partial = _message(alice, f"cut off {reset} {domain}", b"partial line\r\n" * 5000)
+        smtp.sock.sendall(partial)  # and never the final dot
         smtp.close(reset=reset)
     sent = _message(alice, "complete")
     with _smtp(mail_system) as smtp:
@@ -506,8 +511,8 @@ def test_client_vanishing_in_the_middle_of_data_harms_nobody(mail_system: MailSy
     assert [(r["uid"], r["subject"]) for r in rows] == [(1, "complete")]
     files = [p for p in (mail_system.maildir_root / domain / "alice").rglob("*") if p.is_file()]
     assert files == [mail_system.maildir_root / rows[0]["maildir_path"]]
-    assert not _subject_stored_anywhere(mail_system, "cut off False")
-    assert not _subject_stored_anywhere(mail_system, "cut off True")
+    assert not _subject_stored_anywhere(mail_system, f"cut off False {domain}")
+    assert not _subject_stored_anywhere(mail_system, f"cut off True {domain}")
 
 
 # --- enhanced status codes on every reply ---------------------------------------------------------
@@ -536,7 +541,6 @@ def test_every_reply_after_ehlo_carries_an_enhanced_status_code(mail_system: Mai
             "MAIL FROM:<carol@example.org>",
             "RSET",
             "NOOP",
-            "STARTTLS",
             "AUTH PLAIN",
             "QUIT",
         ):
@@ -549,6 +553,15 @@ def test_every_reply_after_ehlo_carries_an_enhanced_status_code(mail_system: Mai
     _assert_reply(replies["RSET"], 250, "2.0.0")
     _assert_reply(replies[f"RCPT TO:<{alice}>"], 250, "2.1.5")
     _assert_reply(replies["QUIT"], 221, "2.0.0")
+
+
+def test_starttls_reply_carries_an_enhanced_status_code(mail_system: MailSystem) -> None:
+    # Whether or not TLS is configured (220 go ahead / 454 not available), the reply comes after EHLO.
+    with _raw(mail_system) as smtp:
+        smtp.command("EHLO client.example")
+        [line] = smtp.command("STARTTLS")
+        match = ENHANCED_REPLY.match(line)
+        assert match and match.group(1) in ("220", "454") and match.group(1)[0] == match.group(2), line
 
 
 def test_help_lists_the_supported_commands(mail_system: MailSystem) -> None:

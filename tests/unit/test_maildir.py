@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -120,7 +121,9 @@ def test_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
         folder_dir(root, "example.com", "alice", "Evil")
 
 
-_nasty = st.lists(st.sampled_from(list("./\\%\0\r\n aZé&-~") + ["..", "INBOX", "inbox/"]), max_size=20).map("".join)
+_nasty = st.lists(st.sampled_from(list("./\\%\0\r\n aZé&-~") + ["..", "INBOX", "inbox/"]), max_size=20).map(
+    "".join
+)
 _anything = st.one_of(_nasty, st.text(max_size=300))
 
 
@@ -189,8 +192,6 @@ def test_unique_name_takes_time_from_uuid7_or_uuid1() -> None:
     v7 = uuid.UUID(int=(ms << 80) | (0x7 << 76) | (0b10 << 62) | 12345)
     assert unique_name(v7, 0, 1, "h").startswith("1700000123.")
     v1 = uuid.uuid1()
-    import time
-
     assert abs(int(unique_name(v1, 0, 1, "h").split(".")[0]) - time.time()) < 5
     with pytest.raises(ValueError):
         unique_name(uuid.uuid4(), 0, 1, "h")
@@ -215,7 +216,10 @@ def test_ensure_folder_creates_standard_layout_idempotently(tmp_path: Path) -> N
 
 
 def _batch(folder: Path, count: int, prefix: str = "m") -> list[MaildirFile]:
-    return [MaildirFile(folder, f"{prefix}{i}", f"Subject: {i}\r\n\r\nbody {i}\r\n".encode()) for i in range(count)]
+    return [
+        MaildirFile(folder, f"{prefix}{i}", f"Subject: {i}\r\n\r\nbody {i}\r\n".encode())
+        for i in range(count)
+    ]
 
 
 def _all_files(root: Path) -> list[Path]:
@@ -282,7 +286,9 @@ def test_failure_of_directory_fsync_removes_the_whole_batch(
 
 def test_duplicate_name_in_one_batch_is_refused_before_writing(inbox: Path) -> None:
     with pytest.raises(ValueError, match="twice"):
-        write_files([MaildirFile(inbox, "a", b"1"), MaildirFile(inbox, "b", b"2"), MaildirFile(inbox, "a", b"3")])
+        write_files(
+            [MaildirFile(inbox, "a", b"1"), MaildirFile(inbox, "b", b"2"), MaildirFile(inbox, "a", b"3")]
+        )
     assert _all_files(inbox) == []
 
 
@@ -301,7 +307,9 @@ async def test_write_files_async_writes_and_cleans_up_on_failure(tmp_path: Path,
 
     broken = tmp_path / "example.com" / "nobody"
     with pytest.raises(FileNotFoundError):
-        await write_files_async(_batch(good, 5, prefix="y") + [MaildirFile(broken, "z", b"")], executor=executor)
+        await write_files_async(
+            _batch(good, 5, prefix="y") + [MaildirFile(broken, "z", b"")], executor=executor
+        )
     assert _all_files(tmp_path) == sorted(paths)
 
 
@@ -320,7 +328,9 @@ async def test_cancelled_async_write_waits_for_threads_then_cleans_up(
 
     monkeypatch.setattr(maildir_writer, "_write_one", slow_write_one)
     task = asyncio.create_task(write_files_async(_batch(inbox, 3), executor=executor))
-    await asyncio.get_running_loop().run_in_executor(None, lambda: [started.acquire(timeout=10) for _ in range(3)])
+    await asyncio.get_running_loop().run_in_executor(
+        None, lambda: [started.acquire(timeout=10) for _ in range(3)]
+    )
     task.cancel()
     await asyncio.sleep(0.05)
     release.set()

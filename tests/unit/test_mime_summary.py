@@ -126,7 +126,10 @@ def test_long_headers_are_truncated() -> None:
     ("date", "expected"),
     [
         (b"Mon, 20 Nov 2023 10:00:00 -0000", datetime(2023, 11, 20, 10, tzinfo=UTC)),
-        (b"20 Nov 2023 10:00 +0530", datetime(2023, 11, 20, 10, tzinfo=timezone(timedelta(hours=5, minutes=30)))),
+        (
+            b"20 Nov 2023 10:00 +0530",
+            datetime(2023, 11, 20, 10, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        ),
         (b"yesterday", None),
         (b"Mon, 99 Foo 99999 99:99:99 +9999", None),
         (b"", None),
@@ -150,7 +153,13 @@ def test_body_without_headers_and_mbox_from_line() -> None:
 
 
 def _multipart(*parts: bytes, ctype: bytes = b"multipart/mixed", boundary: bytes = b"BOUND") -> bytes:
-    out = b"Subject: mp\r\nMIME-Version: 1.0\r\nContent-Type: " + ctype + b'; boundary="' + boundary + b'"\r\n\r\n'
+    out = (
+        b"Subject: mp\r\nMIME-Version: 1.0\r\nContent-Type: "
+        + ctype
+        + b'; boundary="'
+        + boundary
+        + b'"\r\n\r\n'
+    )
     out += b"This is a multi-part message.\r\n"
     for part in parts:
         out += b"--" + boundary + b"\r\n" + part + b"\r\n"
@@ -191,8 +200,9 @@ def test_attachments_are_detected_and_not_in_body(part: bytes) -> None:
 
 def test_nested_multipart_with_encoded_text_parts() -> None:
     qp = b"Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9 =\r\nsoft"
-    b64 = b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(
-        "Grüße".encode()
+    b64 = (
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes("Grüße".encode())
     )
     inner = _multipart(qp, b64, ctype=b"multipart/alternative", boundary=b"inner")
     inner_part = inner.split(b"\r\n", 1)[1]  # drop the Subject line, keep the part headers

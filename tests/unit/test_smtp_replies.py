@@ -46,6 +46,7 @@ def _has_enhanced_code(line: str) -> bool:
         ("252 Cannot VRFY user", "252 2.5.0 Cannot VRFY user"),
         ("555 MAIL FROM parameters not recognized", "555 5.5.4 MAIL FROM parameters not recognized"),
         ("421 Too many connections", "421 4.7.0 Too many connections"),
+        ("220 Ready to start TLS", "220 2.0.0 Ready to start TLS"),
         ("250", "250 2.0.0"),
     ],
 )

@@ -56,7 +56,9 @@ _MESSAGE_ID = re.compile(r"<[^<>\s]*>")
 # [^<>], not [^>]: a "<" without its ">" must not make the scan quadratic.
 _TAG = re.compile(r"<[a-zA-Z/!?][^<>]*>")
 _HIDDEN_BLOCK = re.compile(r"<(script|style|head)\b", re.IGNORECASE)
-_HIDDEN_BLOCK_END = {tag: re.compile(rf"</{tag}[^<>]*>", re.IGNORECASE) for tag in ("script", "style", "head")}
+_HIDDEN_BLOCK_END = {
+    tag: re.compile(rf"</{tag}[^<>]*>", re.IGNORECASE) for tag in ("script", "style", "head")
+}
 _LINE_BREAK_TAG = re.compile(r"<(?:br|/p|/div|/tr|/li|/h\d)\b[^<>]*>", re.IGNORECASE)
 _BLANK_LINES = re.compile(r"\n\s*\n\s*")
 _SPACES = re.compile(r"[ \t\r\f\v]+")

@@ -44,6 +44,8 @@ _STOCK: dict[str, str] = {
     "503 Error: send HELO first": "503 5.5.1 Send EHLO/HELO first",
     "500 Error: strict ASCII mode": "500 5.6.7 Non-ASCII data requires SMTPUTF8",
     "421 Too many connections": "421 4.7.0 Too many connections",
+    # Sent after EHLO, unlike the 220 greeting, so it needs its enhanced code (RFC 2034 §3).
+    "220 Ready to start TLS": "220 2.0.0 Ready to start TLS",
 }
 
 _HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(\s|$)", re.ASCII)

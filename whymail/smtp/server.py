@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from whymail.config import Config
+from whymail.directory.addresses import split_address
 from whymail.ratelimit import ConnectionCounter, ConnectionRateLimiter, TokenBuckets
 from whymail.smtp import policy
 from whymail.smtp.received import received_header
@@ -66,8 +67,9 @@ class SessionRegistry:
 def outcome_reply(outcomes: list[DeliveryOutcome], queue_id: str) -> SmtpReply:
     """The single reply to DATA for all recipients (RFC 5321 gives one reply per message).
 
-    All stored: 250. Otherwise transient unless every refusal is the same permanent one: a client that
-    retries may store a second copy for the recipients that succeeded, which is better than a loss.
+    All stored: 250. Every recipient refused permanently: the first refusal. Otherwise a transient
+    reply: a client that retries may store a second copy for the recipients that succeeded, which is
+    better than a loss.
     """
     failures = [o for o in outcomes if not o.ok]
     if not failures:
@@ -79,6 +81,18 @@ def outcome_reply(outcomes: list[DeliveryOutcome], queue_id: str) -> SmtpReply:
     if transient.error_code >= 500:
         return policy.TRY_AGAIN
     return SmtpReply(transient.error_code, transient.error_enhanced, transient.error_text)
+
+
+def _malformed_reason(address: str) -> SmtpReply | None:
+    """A reply for an address the directory could not even parse, None if it is well-formed."""
+    _local, _, domain = address.rpartition("@")
+    if domain.startswith("["):
+        return policy.RELAY_DENIED  # an address literal is never one of our domains
+    try:
+        split_address(address)
+    except ValueError as exc:
+        return SmtpReply(553, "5.1.3", f"Malformed address: {exc}"[:200])
+    return None
 
 
 class InboundHandler:
@@ -122,6 +136,10 @@ class InboundHandler:
         if snapshot is None:
             return str(policy.DIRECTORY_UNAVAILABLE)
         resolution = snapshot.resolve(address)
+        if resolution.kind == "unknown_user":
+            malformed = _malformed_reason(address)
+            if malformed is not None:
+                return str(malformed)
         users: dict[int, Recipient] = envelope.whymail_users  # type: ignore[attr-defined]
         ctx = policy.RcptContext(
             authenticated=False,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +31,7 @@ from whymail.store.models import DeliveryBatch, DeliveryItem, DeliveryOutcome, D
 log = logging.getLogger(__name__)
 
 _MAX_FIELD = 2000
+_INLINE_PARSE_LIMIT = 256 * 1024
 
 
 def _refusal(item: DeliveryItem, code: int, enhanced: str, text: str) -> DeliveryOutcome:
@@ -131,13 +131,19 @@ class MailStore:
         outcomes: dict[int, DeliveryOutcome],
     ) -> None:
         summaries = {}
+        loop = asyncio.get_running_loop()
         for index in pending:
             body_index = batch.items[index].body_index
             if body_index not in summaries:
-                summaries[body_index] = summarize(batch.bodies[body_index])
+                body = batch.bodies[body_index]
+                # Large MIME parsing would stall the shard's loop: it goes to a thread.
+                summaries[body_index] = (
+                    await loop.run_in_executor(self._executor, summarize, body)
+                    if len(body) > _INLINE_PARSE_LIMIT
+                    else summarize(body)
+                )
         files: list[MaildirFile] = []
         relpaths: list[str] = []
-        now = int(time.time())
         for index in pending:
             item = batch.items[index]
             body = batch.bodies[item.body_index]
@@ -145,7 +151,8 @@ class MailStore:
             if folder not in self._folders_ready:
                 await asyncio.get_running_loop().run_in_executor(self._executor, ensure_folder, folder)
                 self._folders_ready.add(folder)
-            name = unique_name(item.delivery_id, 0, len(body), self._hostname, ts=now)
+            # The time part comes from the delivery, not the clock: a retry rewrites the same file.
+            name = unique_name(item.delivery_id, 0, len(body), self._hostname, ts=int(item.internal_date))
             files.append(MaildirFile(folder=folder, name=name, data=body))
             relpaths.append(str((folder / "new" / name).relative_to(self._root)))
         written: list[Path] = []
