@@ -21,7 +21,7 @@ throw-away system in-process, exactly as `tests/integration/conftest.py` does:
 Output: a short summary on stdout and the full JSON in `bench/results/smtp-<UTC timestamp>.json`
 (throughput, MB/s, client-side latency percentiles, shard calls/items -> average batch size, CPU seconds
 per process group, machine description). `--profile` additionally samples the gateway, the shards and
-the client with py-spy during the small phase and prints the hottest functions of each.
+the client with py-spy during each phase and prints the hottest functions of each.
 """
 
 from __future__ import annotations
@@ -159,8 +159,7 @@ class PipeliningClient:
             if rcpt_reply.code != 250:
                 return rcpt_reply, "RCPT"
             return data, "DATA"
-        writer.write(message)
-        writer.write(b".\r\n")
+        writer.write(message + b".\r\n")  # one write, one send(): body and terminator together
         if writer.transport.get_write_buffer_size() > 65536:
             await writer.drain()
         final = await self._reply()
@@ -233,7 +232,7 @@ class MessageFactory:
         self.run_id = run_id
         self.date = email.utils.formatdate(usegmt=True)
         sample = self._header(10**9, "user00@" + DOMAIN)
-        self.body = filler(max(size - len(sample), 64), seed=hash(phase) & 0xFFFF)
+        self.body = filler(max(size - len(sample), 64), seed=sum(phase.encode()))
 
     def _header(self, index: int, rcpt: str) -> bytes:
         return (
@@ -426,6 +425,32 @@ def find_pids(prefix: str) -> list[int]:
     )
 
 
+def _own_pid(_actor: object) -> int:
+    return os.getpid()
+
+
+def actor_pids(cluster) -> dict:
+    """Pids of the gateway and of each shard (by actor name), asked from the actors themselves."""
+    import ray
+
+    try:
+        gateway = ray.get(cluster.smtp_gateways[0].__ray_call__.remote(_own_pid), timeout=30)
+        shards = ray.get([h.__ray_call__.remote(_own_pid) for h in cluster.shards], timeout=30)
+        return {
+            "gateway": gateway,
+            "shards": dict(zip(cluster.shard_names, shards, strict=True)),
+            "client": os.getpid(),
+        }
+    except Exception as exc:  # an older Ray without __ray_call__: find them by process title
+        print(f"[bench] __ray_call__ failed ({exc!r}); finding actor pids by process title", file=sys.stderr)
+        shard_pids = find_pids("ray::MailboxShard")
+        return {
+            "gateway": find_pids("ray::SmtpGateway")[0],
+            "shards": {f"shard-pid{pid}": pid for pid in shard_pids},
+            "client": os.getpid(),
+        }
+
+
 def machine_info(admin_dsn_version: str, state_dir: Path) -> dict:
     import aiosmtpd
     import asyncpg
@@ -560,7 +585,12 @@ async def run_phase(
 
 
 def summarize_phase(
-    result: PhaseResult, stats_before: dict, stats_after: dict, cpu: dict[str, float], foreign: list
+    result: PhaseResult,
+    stats_before: dict,
+    stats_after: dict,
+    cpu: dict[str, float],
+    foreign: list,
+    cpu_window_s: float,
 ) -> dict:
     lat = sorted(result.latencies)
     calls = {
@@ -601,8 +631,10 @@ def summarize_phase(
         "avg_batch_items": round(total_items / total_calls, 2) if total_calls else 0.0,
         "gateway_calls_per_s": round(total_calls / duration, 1),
         "cpu_seconds": cpu,
-        "cpu_utilisation_of_machine": round(sum(cpu.values()) / (duration * (os.cpu_count() or 1)), 3),
-        "foreign_cpu_share": round(cpu.get("foreign", 0.0) / (duration * (os.cpu_count() or 1)), 3),
+        "cpu_window_s": round(cpu_window_s, 3),
+        "cpu_ms_per_message": {k: round(1000.0 * v / max(result.accepted, 1), 3) for k, v in cpu.items()},
+        "cpu_utilisation_of_machine": round(sum(cpu.values()) / (cpu_window_s * (os.cpu_count() or 1)), 3),
+        "foreign_cpu_share": round(cpu.get("foreign", 0.0) / (cpu_window_s * (os.cpu_count() or 1)), 3),
         "top_foreign_processes": foreign,
         "throughput_per_second": [
             per_second.get(s, 0) for s in range(int(max(result.completions, default=0)) + 1)
@@ -686,6 +718,23 @@ async def stored_counts(dsn: str) -> dict[str, int]:
             DOMAIN,
         )
         return {r["email"]: r["n"] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def table_stats(dsn: str) -> dict[str, dict[str, int]]:
+    """pg_stat_user_tables of the tables the delivery path touches (sequential scans show a bad plan)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        rows = await conn.fetch(
+            """SELECT relname, seq_scan, seq_tup_read, idx_scan, n_tup_ins, n_tup_upd, n_tup_hot_upd,
+                      n_live_tup, n_dead_tup, autovacuum_count, autoanalyze_count
+                 FROM pg_stat_user_tables WHERE relname IN ('messages', 'mailboxes', 'users')"""
+        )
+        return {r["relname"]: {k: (v or 0) for k, v in dict(r).items() if k != "relname"} for r in rows}
     finally:
         await conn.close()
 
@@ -825,7 +874,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="client event loop (uvloop if installed)",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="py-spy the gateway, shards and client during the small phase"
+        "--profile", action="store_true", help="py-spy the gateway, shards and client during each phase"
     )
     parser.add_argument(
         "--profile-rate",
@@ -844,6 +893,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="experiment: drop messages.search_vector (and its GIN index) in the bench database, to measure "
         "what full-text indexing costs the delivery path; not a supported configuration",
+    )
+    parser.add_argument(
+        "--tmp-dir",
+        default=None,
+        help="parent of the temporary state directory (the Maildir lives there; default: $TMPDIR or /tmp)",
     )
     parser.add_argument("--results-dir", default=str(BENCH_DIR / "results"), help="where the JSON goes")
     args = parser.parse_args(argv)
@@ -896,7 +950,7 @@ def main(argv: list[str] | None = None) -> int:
     run_id = uuid.uuid4().hex[:10]
     db_name = f"whymail_bench_{run_id}"
     dsn = dsn_for(args.admin_dsn, db_name)
-    state_dir = Path(tempfile.mkdtemp(prefix="whymail-bench-"))
+    state_dir = Path(tempfile.mkdtemp(prefix="whymail-bench-", dir=args.tmp_dir))
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     db_created = False
@@ -931,6 +985,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         start_ray("", config.ray.namespace)
         ray_started = True
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # ray.init installs its own (sys.exit)
         cluster = start_actors(runtime, smtp_port=0)
         gateway = cluster.smtp_gateways[0]
         port = cluster.smtp_port
@@ -941,14 +996,10 @@ def main(argv: list[str] | None = None) -> int:
         _run(wait_for_users(port, users), args.loop)
         print(f"[bench] gateway directory version {version} resolves all {len(users)} users", flush=True)
 
-        pids = {
-            "gateway": find_pids("ray::SmtpGateway"),
-            "shards": find_pids("ray::MailboxShard"),
-            "client": [os.getpid()],
-        }
+        pids = actor_pids(cluster)
         machine = machine_info(pg_version, state_dir)
         phases_out: list[dict] = []
-        profile_files: dict[str, Path] = {}
+        profile_files: dict[str, dict[str, Path]] = {}
         expected_total: list[int] = []
         verification: dict = {"ok": True, "checks": []}
         for phase_name, count, size in (
@@ -958,32 +1009,42 @@ def main(argv: list[str] | None = None) -> int:
             if count <= 0:
                 continue
             profiler = None
-            if args.profile and phase_name == "small":
-                targets = {"gateway": pids["gateway"][0], "client": os.getpid()}
-                targets.update({f"shard{i}": pid for i, pid in enumerate(pids["shards"])})
-                profiler = Profiler(results_dir / f"profile-{stamp}", args.profile_rate, args.profile_mode)
+            if args.profile:
+                targets = {"gateway": pids["gateway"], "client": os.getpid(), **pids["shards"]}
+                profiler = Profiler(
+                    results_dir / f"profile-{stamp}" / phase_name, args.profile_rate, args.profile_mode
+                )
                 profiler.start(targets)
             print(
                 f"[bench] phase {phase_name}: {count} x {size} B over {args.connections} connections ...",
                 flush=True,
             )
             stats_before = ray.get(gateway.stats.remote())
-            label_of = {pids["gateway"][0]: "gateway", os.getpid(): "client"}
-            label_of.update({pid: f"shard{i}" for i, pid in enumerate(pids["shards"])})
+            pg_before = asyncio.run(table_stats(dsn))
+            label_of = {pids["gateway"]: "gateway", os.getpid(): "client"}
+            label_of.update({pid: name for name, pid in pids["shards"].items()})
             py_names = python_thread_names(list(label_of))
             threads_before = thread_snapshot(list(label_of))
             cpu_before = cpu_snapshot()
+            window_start = time.perf_counter()
             result = _run(
                 run_phase(phase_name, count, size, port, args.connections, users, run_id), args.loop
             )
             cpu_after = cpu_snapshot()
+            cpu_window = time.perf_counter() - window_start
             threads_after = thread_snapshot(list(label_of))
             py_names.update(python_thread_names(list(label_of)))  # executor threads start lazily
             stats_after = ray.get(gateway.stats.remote())
+            time.sleep(0.6)  # PostgreSQL publishes table statistics every 500 ms
+            pg_after = asyncio.run(table_stats(dsn))
             if profiler is not None:
-                profile_files = profiler.stop()
+                profile_files[phase_name] = profiler.stop()
             cpu, foreign = cpu_by_group(cpu_before, cpu_after, db_name)
-            summary = summarize_phase(result, stats_before, stats_after, cpu, foreign)
+            summary = summarize_phase(result, stats_before, stats_after, cpu, foreign, cpu_window)
+            summary["pg_table_stats_delta"] = {
+                table: {k: v - pg_before.get(table, {}).get(k, 0) for k, v in cols.items()}
+                for table, cols in pg_after.items()
+            }
             summary["threads_cpu_user_system"] = threads_by_name(
                 threads_before, threads_after, label_of, py_names
             )
@@ -1043,7 +1104,7 @@ def main(argv: list[str] | None = None) -> int:
             "phases": phases_out,
             "verification": verification,
             "gateway_stats": final_stats,
-            "profiles": {k: str(v) for k, v in profile_files.items()},
+            "profiles": {ph: {k: str(v) for k, v in files.items()} for ph, files in profile_files.items()},
         }
         out = results_dir / f"smtp-{stamp}.json"
         out.write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -1051,8 +1112,9 @@ def main(argv: list[str] | None = None) -> int:
         if profile_files:
             from profile_summary import print_profile
 
-            for label, path in profile_files.items():
-                print_profile(label, path, top=15, rate=args.profile_rate)
+            for phase_name, files in profile_files.items():
+                for label, path in files.items():
+                    print_profile(f"{phase_name} / {label}", path, top=15, rate=args.profile_rate)
         exit_code = 0 if verification["ok"] else 2
     except KeyboardInterrupt:
         print("\n[bench] interrupted; cleaning up", file=sys.stderr)
@@ -1108,10 +1170,15 @@ def print_summary(report: dict, out: Path) -> None:
         )
     for p in report["phases"]:
         cpu = ", ".join(f"{k} {v:.1f}s" for k, v in p["cpu_seconds"].items())
-        print(f"cpu {p['name']}: {cpu}  (machine {p['cpu_utilisation_of_machine'] * 100:.0f}% busy)")
+        total_ms = sum(p["cpu_ms_per_message"].values()) - p["cpu_ms_per_message"].get("foreign", 0.0)
+        print(
+            f"cpu {p['name']}: {cpu}  (machine {p['cpu_utilisation_of_machine'] * 100:.0f}% busy; "
+            f"{total_ms:.2f} ms of CPU per message, foreign excluded)"
+        )
         for label, threads in p.get("threads_cpu_user_system", {}).items():
             if label == "client":
                 continue
+            label = label.replace("mailbox-shard-", "shard")
             user = sum(v[0] for v in threads.values())
             system = sum(v[1] for v in threads.values())
             top = ", ".join(f"{n} {u + s_:.1f}s" for n, (u, s_) in list(threads.items())[:4])
