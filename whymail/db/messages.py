@@ -72,22 +72,47 @@ async def delivered_already(
     return {(r["mailbox_id"], r["delivery_id"]): r["uid"] for r in rows}
 
 
-async def reserve_uids(conn: asyncpg.Connection, counts: dict[int, int]) -> dict[int, tuple[int, int]]:
-    """Reserve `n` UIDs per mailbox and bump its HIGHESTMODSEQ once; returns (first_uid, modseq).
+async def apply_delivery(
+    conn: asyncpg.Connection,
+    mailbox_deltas: dict[int, tuple[int, int, int]],
+    user_deltas: dict[int, tuple[int, int]],
+) -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
+    """Reserve UIDs and count the new messages, in one statement.
 
+    `mailbox_deltas`: mailbox id -> (messages, unseen, bytes); `user_deltas`: user id -> (messages,
+    bytes). Returns (mailbox id -> (first reserved UID, new MODSEQ), user id -> storage used).
     Runs inside the delivery transaction: the row locks serialise concurrent writers, and a rollback
     gives the UIDs back, so UIDs stay strictly ascending and are never reused (RFC 3501 §2.3.1.1).
     """
     rows = await conn.fetch(
-        """UPDATE mailboxes AS mb
-              SET uidnext = mb.uidnext + c.n, highestmodseq = mb.highestmodseq + 1
-             FROM unnest($1::bigint[], $2::bigint[]) AS c(id, n)
-            WHERE mb.id = c.id
-        RETURNING mb.id, mb.uidnext - c.n AS first_uid, mb.highestmodseq AS modseq""",
-        list(counts),
-        list(counts.values()),
+        """WITH mb AS (
+               UPDATE mailboxes AS m
+                  SET uidnext = m.uidnext + d.n, highestmodseq = m.highestmodseq + 1,
+                      message_count = m.message_count + d.n, unseen_count = m.unseen_count + d.unseen,
+                      total_size = m.total_size + d.bytes
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS d(id, n, unseen, bytes)
+                WHERE m.id = d.id
+            RETURNING m.id, m.uidnext - d.n AS first_uid, m.highestmodseq AS modseq),
+           us AS (
+               UPDATE users AS u
+                  SET message_count = u.message_count + d.n, storage_used = u.storage_used + d.bytes
+                 FROM unnest($5::bigint[], $6::bigint[], $7::bigint[]) AS d(id, n, bytes)
+                WHERE u.id = d.id
+            RETURNING u.id, u.storage_used)
+         SELECT TRUE AS is_mailbox, id, first_uid AS a, modseq AS b FROM mb
+         UNION ALL
+         SELECT FALSE, id, storage_used, 0 FROM us""",
+        list(mailbox_deltas),
+        [v[0] for v in mailbox_deltas.values()],
+        [v[1] for v in mailbox_deltas.values()],
+        [v[2] for v in mailbox_deltas.values()],
+        list(user_deltas),
+        [v[0] for v in user_deltas.values()],
+        [v[1] for v in user_deltas.values()],
     )
-    return {r["id"]: (r["first_uid"], r["modseq"]) for r in rows}
+    reserved = {r["id"]: (r["a"], r["b"]) for r in rows if r["is_mailbox"]}
+    usage = {r["id"]: r["a"] for r in rows if not r["is_mailbox"]}
+    return reserved, usage
 
 
 async def insert_messages(conn: asyncpg.Connection, rows: list[MessageRow]) -> None:
@@ -95,33 +120,3 @@ async def insert_messages(conn: asyncpg.Connection, rows: list[MessageRow]) -> N
     columns = list(MessageRow.__slots__)
     records = [tuple(getattr(row, col) for col in columns) for row in rows]
     await conn.copy_records_to_table("messages", records=records, columns=columns)
-
-
-async def add_mailbox_counts(conn: asyncpg.Connection, deltas: dict[int, tuple[int, int, int]]) -> None:
-    """Add (messages, unseen, bytes) to each mailbox's counters."""
-    await conn.execute(
-        """UPDATE mailboxes AS mb
-              SET message_count = mb.message_count + d.n, unseen_count = mb.unseen_count + d.unseen,
-                  total_size = mb.total_size + d.bytes
-             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS d(id, n, unseen, bytes)
-            WHERE mb.id = d.id""",
-        list(deltas),
-        [v[0] for v in deltas.values()],
-        [v[1] for v in deltas.values()],
-        [v[2] for v in deltas.values()],
-    )
-
-
-async def add_user_usage(conn: asyncpg.Connection, deltas: dict[int, tuple[int, int]]) -> dict[int, int]:
-    """Add (messages, bytes) to each user's usage; returns the new storage_used per user."""
-    rows = await conn.fetch(
-        """UPDATE users AS u
-              SET message_count = u.message_count + d.n, storage_used = u.storage_used + d.bytes
-             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS d(id, n, bytes)
-            WHERE u.id = d.id
-        RETURNING u.id, u.storage_used""",
-        list(deltas),
-        [v[0] for v in deltas.values()],
-        [v[1] for v in deltas.values()],
-    )
-    return {r["id"]: r["storage_used"] for r in rows}

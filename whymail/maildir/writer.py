@@ -148,35 +148,61 @@ def write_files(
     return [f.new_path for f in files]
 
 
+_CHUNKS = 4  # jobs per batch: enough to overlap fsyncs, few enough to keep thread switching cheap
+
+
+def _write_chunk(files: list[MaildirFile], fsync: bool) -> tuple[list[Path], BaseException | None]:
+    """Write `files` one after another; returns what was written and the error that stopped it."""
+    written: list[Path] = []
+    for file in files:
+        try:
+            written.append(_write_one(file, fsync))
+        except BaseException as exc:  # reported to the caller, which cleans up the whole batch
+            return written, exc
+    return written, None
+
+
+def _fsync_dirs(dirs: list[Path]) -> None:
+    for directory in dirs:
+        _fsync_dir(directory)
+
+
 async def write_files_async(
     files: list[MaildirFile],
     *,
     fsync: bool = True,
     executor: concurrent.futures.Executor | None = None,
 ) -> list[Path]:
-    """`write_files` without blocking the event loop: each file on `executor` (default pool), then dir fsyncs.
+    """`write_files` without blocking the event loop: files in a few parallel jobs, then dir fsyncs.
 
     Every blocking step is a separate job on the pool (no job waits for another), so many concurrent
     batches can share one small pool without deadlocking it.
     """
     _check_batch(files)
     loop = asyncio.get_running_loop()
-    futures = [loop.run_in_executor(executor, _write_one, file, fsync) for file in files]
+    chunks = [files[i::_CHUNKS] for i in range(min(_CHUNKS, len(files)))]
+    futures = [loop.run_in_executor(executor, _write_chunk, chunk, fsync) for chunk in chunks]
     try:
         if futures:
             # asyncio.wait, unlike gather, never cancels the writes if this task is cancelled.
             await asyncio.wait(futures)
         for fut in futures:
-            if fut.exception() is not None:
-                raise fut.exception()
+            error = fut.exception() or fut.result()[1]
+            if error is not None:
+                raise error
         if fsync:
-            await asyncio.gather(*(loop.run_in_executor(executor, _fsync_dir, d) for d in _new_dirs(files)))
+            await loop.run_in_executor(executor, _fsync_dirs, _new_dirs(files))
     except BaseException:
         # On cancellation the worker threads keep running: let them finish so cleanup sees their files.
         pending = [fut for fut in futures if not fut.done()]
         if pending:
             await asyncio.shield(asyncio.wait(pending))
-        written = [fut.result() for fut in futures if not fut.cancelled() and fut.exception() is None]
+        written = [
+            path
+            for fut in futures
+            if not fut.cancelled() and fut.exception() is None
+            for path in fut.result()[0]
+        ]
         await asyncio.shield(loop.run_in_executor(executor, _cleanup, files, written))
         raise
     return [f.new_path for f in files]

@@ -127,4 +127,5 @@ class ShardBatcher:
                     return None
                 log.warning("shard call failed (%s); retrying in %.1fs", type(exc).__name__, delay)
                 await asyncio.sleep(delay)
+                batch = batch.model_copy(update={"attempt": batch.attempt + 1})
                 delay = min(delay * 2, 2.0)

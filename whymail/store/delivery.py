@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 _MAX_FIELD = 2000
 _INLINE_PARSE_LIMIT = 256 * 1024
+# Full-text indexing is the largest per-message cost in PostgreSQL; the first 32 KiB of text find it.
+_MAX_INDEXED_BODY = 32 * 1024
 
 
 def _refusal(item: DeliveryItem, code: int, enhanced: str, text: str) -> DeliveryOutcome:
@@ -54,13 +56,14 @@ class MailStore:
         self._mailbox_ids: dict[tuple[int, str], int] = {}
         self._known_users: set[int] = set()
         self._usage: dict[int, int] = {}
-        self._folders_ready: set[Path] = set()
+        self._folders: dict[tuple[str, str, str], Path] = {}
 
     def forget_user(self, user_id: int) -> None:
         """Drop what is cached about a user (after a rename, delete or quota change)."""
         self._known_users.discard(user_id)
         self._usage.pop(user_id, None)
         self._mailbox_ids = {k: v for k, v in self._mailbox_ids.items() if k[0] != user_id}
+        self._folders.clear()
 
     async def _load_users(self, conn: asyncpg.Connection, user_ids: set[int]) -> None:
         missing = [u for u in user_ids if u not in self._known_users]
@@ -93,8 +96,11 @@ class MailStore:
                     outcomes[index] = _refusal(item, 550, "5.1.1", "Recipient no longer exists")
                 else:
                     targets[index] = target
-            already = await sql.delivered_already(
-                conn, [(targets[i][0], batch.items[i].delivery_id) for i in targets]
+            # Delivery ids are fresh on a first attempt: only a retried batch can meet its own rows.
+            already = (
+                await sql.delivered_already(conn, [(targets[i][0], batch.items[i].delivery_id) for i in targets])
+                if batch.attempt > 0
+                else {}
             )
             pending: list[int] = []
             planned_usage = dict(self._usage)
@@ -147,14 +153,16 @@ class MailStore:
         for index in pending:
             item = batch.items[index]
             body = batch.bodies[item.body_index]
-            folder = folder_dir(self._root, item.recipient.domain, item.recipient.local_part, targets[index][1])
-            if folder not in self._folders_ready:
-                await asyncio.get_running_loop().run_in_executor(self._executor, ensure_folder, folder)
-                self._folders_ready.add(folder)
+            key = (item.recipient.domain, item.recipient.local_part, targets[index][1])
+            folder = self._folders.get(key)
+            if folder is None:
+                folder = folder_dir(self._root, *key)
+                await loop.run_in_executor(self._executor, ensure_folder, folder)
+                self._folders[key] = folder
             # The time part comes from the delivery, not the clock: a retry rewrites the same file.
             name = unique_name(item.delivery_id, 0, len(body), self._hostname, ts=int(item.internal_date))
             files.append(MaildirFile(folder=folder, name=name, data=body))
-            relpaths.append(str((folder / "new" / name).relative_to(self._root)))
+            relpaths.append(f"{folder.relative_to(self._root)}/new/{name}")
         written: list[Path] = []
         try:
             written = await write_files_async(files, fsync=self._fsync, executor=self._executor)
@@ -172,20 +180,24 @@ class MailStore:
         self._usage.update(new_usage)
 
     async def _commit(self, conn, batch, pending, targets, summaries, relpaths, outcomes) -> dict[int, int]:
-        counts: dict[int, int] = {}
-        for index in pending:
-            mailbox_id = targets[index][0]
-            counts[mailbox_id] = counts.get(mailbox_id, 0) + 1
-        rows: list[sql.MessageRow] = []
         mailbox_deltas: dict[int, tuple[int, int, int]] = {}
         user_deltas: dict[int, tuple[int, int]] = {}
+        for index in pending:
+            item = batch.items[index]
+            mailbox_id = targets[index][0]
+            size = len(batch.bodies[item.body_index])
+            unseen = 0 if "\\Seen" in item.flags else 1
+            n, u, b = mailbox_deltas.get(mailbox_id, (0, 0, 0))
+            mailbox_deltas[mailbox_id] = (n + 1, u + unseen, b + size)
+            un, ub = user_deltas.get(item.recipient.user_id, (0, 0))
+            user_deltas[item.recipient.user_id] = (un + 1, ub + size)
+        rows: list[sql.MessageRow] = []
         async with conn.transaction():
-            reserved = await sql.reserve_uids(conn, counts)
+            reserved, usage = await sql.apply_delivery(conn, mailbox_deltas, user_deltas)
             next_uid = {mb: first for mb, (first, _modseq) in reserved.items()}
             for index, relpath in zip(pending, relpaths, strict=True):
                 item = batch.items[index]
                 mailbox_id = targets[index][0]
-                size = len(batch.bodies[item.body_index])
                 summary = summaries[item.body_index]
                 uid = next_uid[mailbox_id]
                 next_uid[mailbox_id] = uid + 1
@@ -197,7 +209,7 @@ class MailStore:
                         modseq=reserved[mailbox_id][1],
                         delivery_id=item.delivery_id,
                         maildir_path=relpath,
-                        size=size,
+                        size=len(batch.bodies[item.body_index]),
                         flags=list(item.flags),
                         internal_date=datetime.fromtimestamp(item.internal_date, UTC),
                         message_id=summary.message_id,
@@ -211,17 +223,11 @@ class MailStore:
                         references_hdr=summary.references,
                         thread_id=thread_id(summary.message_id, summary.in_reply_to, summary.references),
                         has_attachments=summary.has_attachments,
-                        body_text=summary.body_text,
+                        body_text=summary.body_text[:_MAX_INDEXED_BODY],
                     )
                 )
-                unseen = 0 if "\\Seen" in item.flags else 1
-                n, u, b = mailbox_deltas.get(mailbox_id, (0, 0, 0))
-                mailbox_deltas[mailbox_id] = (n + 1, u + unseen, b + size)
-                un, ub = user_deltas.get(item.recipient.user_id, (0, 0))
-                user_deltas[item.recipient.user_id] = (un + 1, ub + size)
                 outcomes[index] = DeliveryOutcome(
                     delivery_id=item.delivery_id, ok=True, uid=uid, mailbox_id=mailbox_id
                 )
             await sql.insert_messages(conn, rows)
-            await sql.add_mailbox_counts(conn, mailbox_deltas)
-            return await sql.add_user_usage(conn, user_deltas)
+        return usage

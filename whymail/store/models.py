@@ -37,6 +37,7 @@ class DeliveryBatch(BaseModel):
 
     bodies: list[bytes]
     items: list[DeliveryItem]
+    attempt: int = 0  # > 0 when the gateway resends after a failed call: the shard checks for duplicates
 
 
 class DeliveryOutcome(BaseModel):
