@@ -847,6 +847,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=20, help="concurrent SMTP sessions")
     parser.add_argument("--mailboxes", type=int, default=20, help="recipient users (round-robin)")
     parser.add_argument("--shards", type=int, default=2, help="MailboxShard actors")
+    parser.add_argument("--calls-in-flight", type=int, default=1, help="gateway calls in flight per shard")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2000 small + 200 large")
     parser.add_argument(
         "--admin-dsn",
@@ -973,6 +974,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {
             "WHYMAIL__SERVER__HOSTNAME": HOSTNAME,
             "WHYMAIL__RAY__SHARDS": str(args.shards),
+            "WHYMAIL__RAY__CALLS_IN_FLIGHT": str(args.calls_in_flight),
             "WHYMAIL__RAY__NAMESPACE": f"whymail-bench-{run_id}",
             "WHYMAIL__LOGGING__LEVEL": args.log_level.upper(),
             "WHYMAIL__LIMITS__COMMANDS_PER_MINUTE": str(args.commands_per_minute),

@@ -48,7 +48,9 @@ class SmtpGateway:
         for name in self._shard_names:
             handle = ray.get_actor(name, namespace=self._namespace)
             self._batchers[name] = ShardBatcher(
-                lambda batch, h=handle: h.deliver_batch.remote(batch), on_usage=self._usage.update
+                lambda batch, h=handle: h.deliver_batch.remote(batch),
+                on_usage=self._usage.update,
+                max_in_flight=self._runtime.config.ray.calls_in_flight,
             )
         config = self._runtime.config
         limits = config.limits

@@ -122,6 +122,9 @@ class CorsConfig(_Section):
 class RayConfig(_Section):
     address: str = Field("", description="Ray address to attach to ('auto'); empty: start a local Ray")
     shards: int = Field(2, ge=1, le=256, description="Number of MailboxShard actors")
+    calls_in_flight: int = Field(
+        1, ge=1, le=16, description="Delivery calls a gateway keeps in flight per shard (more: smaller batches)"
+    )
     namespace: str = Field("whymail", description="Ray namespace of the actors")
 
 

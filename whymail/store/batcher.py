@@ -20,6 +20,13 @@ log = logging.getLogger(__name__)
 SendBatch = Callable[[DeliveryBatch], Awaitable[DeliveryReport]]
 
 
+def _unavailable(item: DeliveryItem) -> DeliveryOutcome:
+    return DeliveryOutcome(
+        delivery_id=item.delivery_id, ok=False, error_code=451, error_enhanced="4.3.0",
+        error_text="Mail store temporarily unavailable, try again later",
+    )
+
+
 class _Pending:
     __slots__ = ("body", "items", "future")
 
@@ -40,8 +47,11 @@ class ShardBatcher:
         max_bytes: int = 32 * 1024 * 1024,
         retry_for: float = 20.0,
         on_usage: Callable[[dict[int, int]], None] | None = None,
+        max_in_flight: int = 1,
     ) -> None:
         self._send = send
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._in_flight: set[asyncio.Task] = set()
         self._max_items = max_items
         self._max_bytes = max_bytes
         self._retry_for = retry_for
@@ -83,10 +93,30 @@ class ShardBatcher:
                     if not self._queue:
                         return
                 continue
+            await self._slots.acquire()
             taken = self._take()
-            await self._deliver(taken)
+            if not taken:
+                self._slots.release()
+                continue
+            task = asyncio.create_task(self._deliver(taken))
+            self._in_flight.add(task)
+            task.add_done_callback(self._call_done)
+
+    def _call_done(self, task: asyncio.Task) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
+
 
     async def _deliver(self, taken: list[_Pending]) -> None:
+        try:
+            await self._deliver_batch(taken)
+        except Exception:  # never leave a session waiting: answer "try again later"
+            log.exception("delivery batch failed unexpectedly")
+            for pending in taken:
+                if not pending.future.done():
+                    pending.future.set_result([_unavailable(item) for item in pending.items])
+
+    async def _deliver_batch(self, taken: list[_Pending]) -> None:
         bodies: list[bytes] = []
         items: list[DeliveryItem] = []
         for index, pending in enumerate(taken):
@@ -95,13 +125,7 @@ class ShardBatcher:
         batch = DeliveryBatch(bodies=bodies, items=items)
         report = await self._send_with_retry(batch)
         if report is None:
-            outcomes = [
-                DeliveryOutcome(
-                    delivery_id=item.delivery_id, ok=False, error_code=451, error_enhanced="4.3.0",
-                    error_text="Mail store temporarily unavailable, try again later",
-                )
-                for item in items
-            ]
+            outcomes = [_unavailable(item) for item in items]
         else:
             outcomes = report.outcomes
             if self._on_usage and report.usage:
