@@ -6,59 +6,74 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 
 from whymail.auth.passwords import hash_password
-from whymail.db.messages import MessageRow, apply_delivery, delivered_already, insert_messages
+from whymail.db.messages import NewMessage, delivered_already, store_messages
 from whymail.directory import service
 
 
-def _row(mailbox_id: int, user_id: int, uid: int, modseq: int, flags: list[str]) -> MessageRow:
-    return MessageRow(
-        mailbox_id=mailbox_id, user_id=user_id, uid=uid, modseq=modseq, delivery_id=uuid.uuid4(),
-        maildir_path=f"x/new/{uid}", size=100, flags=flags, internal_date=datetime.now(UTC), message_id=None,
-        subject=f"s{uid}", from_addr="", to_addrs="", cc_addrs="", envelope_from="", sent_date=None,
-        in_reply_to=None, references_hdr=None, thread_id=None, has_attachments=False, body_text="words here",
+def _message(mailbox_id: int, user_id: int, position: int, flags: list[str], size: int = 100) -> NewMessage:
+    return NewMessage(
+        mailbox_id=mailbox_id, position=position, user_id=user_id, delivery_id=uuid.uuid4(),
+        maildir_path=f"x/new/{uuid.uuid4().hex}", size=size, flags=flags, internal_date=datetime.now(UTC),
+        message_id=None, subject=f"s{position}", from_addr="", to_addrs="", cc_addrs="", envelope_from="",
+        sent_date=None, in_reply_to=None, references_hdr=None, thread_id=None, has_attachments=False,
+        body_text="words here",
     )
 
 
-async def test_apply_delivery_reserves_ascending_uids_and_counts(pg_dsn: str, unique: str) -> None:
+async def _user(conn: asyncpg.Connection, domain: str) -> tuple[int, int, int]:
+    await service.add_domain(conn, domain)
+    user = await service.add_user(conn, f"u@{domain}", hash_password("pw-123456", rounds=4), quota_bytes=0)
+    inbox = await conn.fetchval("SELECT id FROM mailboxes WHERE user_id = $1 AND name = 'INBOX'", user.id)
+    junk = await conn.fetchval("SELECT id FROM mailboxes WHERE user_id = $1 AND name = 'Junk'", user.id)
+    return user.id, inbox, junk
+
+
+async def test_store_messages_reserves_ascending_uids_and_counts(pg_dsn: str, unique: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
-        await service.add_domain(conn, f"sql{unique}.test")
-        user = await service.add_user(conn, f"u@sql{unique}.test", hash_password("pw-123456", rounds=4), quota_bytes=0)
-        inbox = await conn.fetchval("SELECT id FROM mailboxes WHERE user_id = $1 AND name = 'INBOX'", user.id)
-        async with conn.transaction():
-            reserved, usage = await apply_delivery(conn, {inbox: (3, 2, 300)}, {user.id: (3, 300)})
-            assert reserved == {inbox: (1, 2)}
-            assert usage == {user.id: 300}
-            rows = [_row(inbox, user.id, 1 + i, 2, flags) for i, flags in enumerate([[], ["\\Seen", "$label1"], []])]
-            await insert_messages(conn, rows)
-        reserved, usage = await apply_delivery(conn, {inbox: (1, 1, 50)}, {user.id: (1, 50)})
-        assert reserved == {inbox: (4, 3)}, "the next batch continues after the reserved UIDs"
-        assert usage == {user.id: 350}
-        stored = await conn.fetch("SELECT uid, flags FROM messages WHERE mailbox_id = $1 ORDER BY uid", inbox)
-        assert [(r["uid"], r["flags"]) for r in stored] == [(1, []), (2, ["\\Seen", "$label1"]), (3, [])]
-        counts = await conn.fetchrow("SELECT uidnext, message_count, unseen_count, total_size FROM mailboxes WHERE id = $1", inbox)
+        user_id, inbox, junk = await _user(conn, f"sql{unique}.test")
+        batch = [
+            _message(inbox, user_id, 0, []),
+            _message(inbox, user_id, 1, ["\\Seen", "$label1"]),
+            _message(junk, user_id, 0, []),
+            _message(inbox, user_id, 2, []),
+        ]
+        stored = await store_messages(conn, batch)
+        assert stored.reserved == {inbox: (1, 2), junk: (1, 2)}
+        assert stored.usage == {user_id: 400}
+        stored = await store_messages(conn, [_message(inbox, user_id, 0, [], size=50)])
+        assert stored.reserved == {inbox: (4, 3)}, "the next batch continues after the reserved UIDs"
+        assert stored.usage == {user_id: 450}
+        rows = await conn.fetch("SELECT uid, modseq, flags FROM messages WHERE mailbox_id = $1 ORDER BY uid", inbox)
+        assert [(r["uid"], r["modseq"], r["flags"]) for r in rows] == [
+            (1, 2, []), (2, 2, ["\\Seen", "$label1"]), (3, 2, []), (4, 3, []),
+        ]
+        counts = await conn.fetchrow(
+            "SELECT uidnext, message_count, unseen_count, total_size FROM mailboxes WHERE id = $1", inbox
+        )
         assert tuple(counts) == (5, 4, 3, 350)
-        found = await delivered_already(conn, [(inbox, rows[1].delivery_id), (inbox, uuid.uuid4())])
-        assert found == {(inbox, rows[1].delivery_id): 2}
+        found = await delivered_already(conn, [(inbox, batch[1].delivery_id), (inbox, uuid.uuid4())])
+        assert found == {(inbox, batch[1].delivery_id): 2}
     finally:
         await conn.close()
 
 
-async def test_a_rolled_back_delivery_gives_its_uids_back(pg_dsn: str, unique: str) -> None:
+async def test_a_failed_store_reserves_nothing_and_counts_nothing(pg_dsn: str, unique: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
-        await service.add_domain(conn, f"rb{unique}.test")
-        user = await service.add_user(conn, f"u@rb{unique}.test", hash_password("pw-123456", rounds=4), quota_bytes=0)
-        inbox = await conn.fetchval("SELECT id FROM mailboxes WHERE user_id = $1 AND name = 'INBOX'", user.id)
-        try:
-            async with conn.transaction():
-                await apply_delivery(conn, {inbox: (2, 2, 10)}, {user.id: (2, 10)})
-                raise RuntimeError("commit fails")
-        except RuntimeError:
-            pass
-        reserved, _ = await apply_delivery(conn, {inbox: (1, 1, 5)}, {user.id: (1, 5)})
-        assert reserved[inbox][0] == 1
+        user_id, inbox, _junk = await _user(conn, f"rb{unique}.test")
+        first = _message(inbox, user_id, 0, [])
+        await store_messages(conn, [first])
+        duplicate = NewMessage(**{**{f: getattr(first, f) for f in NewMessage.__slots__}, "position": 0})
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await store_messages(conn, [_message(inbox, user_id, 0, []), duplicate])
+        counts = await conn.fetchrow("SELECT uidnext, message_count FROM mailboxes WHERE id = $1", inbox)
+        assert tuple(counts) == (2, 1)
+        assert await conn.fetchval("SELECT storage_used FROM users WHERE id = $1", user_id) == 100
+        stored = await store_messages(conn, [_message(inbox, user_id, 0, [])])
+        assert stored.reserved[inbox][0] == 2
     finally:
         await conn.close()

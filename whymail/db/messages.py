@@ -17,13 +17,12 @@ class MailboxRef:
 
 
 @dataclass(frozen=True, slots=True)
-class MessageRow:
-    """One row of `messages` as inserted by a delivery (uid/modseq filled in by reserve_uids)."""
+class NewMessage:
+    """One message to insert; its UID is the mailbox's first reserved UID + `position`."""
 
     mailbox_id: int
+    position: int  # 0, 1, 2, ... among this batch's messages for the same mailbox
     user_id: int
-    uid: int
-    modseq: int
     delivery_id: uuid.UUID
     maildir_path: str
     size: int
@@ -41,6 +40,14 @@ class MessageRow:
     thread_id: str | None
     has_attachments: bool
     body_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    """What `store_messages` assigned: per mailbox (first UID, MODSEQ); per user the bytes stored."""
+
+    reserved: dict[int, tuple[int, int]]
+    usage: dict[int, int]
 
 
 async def mailboxes_of_users(conn: asyncpg.Connection, user_ids: list[int]) -> list[MailboxRef]:
@@ -72,36 +79,78 @@ async def delivered_already(
     return {(r["mailbox_id"], r["delivery_id"]): r["uid"] for r in rows}
 
 
-async def apply_delivery(
-    conn: asyncpg.Connection,
-    mailbox_deltas: dict[int, tuple[int, int, int]],
-    user_deltas: dict[int, tuple[int, int]],
-) -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
-    """Reserve UIDs and count the new messages, in one statement.
+_COLUMN_TYPES = {
+    "mailbox_id": "bigint", "position": "bigint", "user_id": "bigint", "delivery_id": "uuid",
+    "maildir_path": "text", "size": "bigint", "flags": "text", "internal_date": "timestamptz",
+    "message_id": "text", "subject": "text", "from_addr": "text", "to_addrs": "text", "cc_addrs": "text",
+    "envelope_from": "text", "sent_date": "timestamptz", "in_reply_to": "text", "references_hdr": "text",
+    "thread_id": "text", "has_attachments": "boolean", "body_text": "text",
+}
+_FIELDS = list(NewMessage.__slots__)
+assert set(_FIELDS) == set(_COLUMN_TYPES), "every NewMessage field needs its SQL type"
+_INSERTED = [f for f in _FIELDS if f not in ("mailbox_id", "position", "flags")]
+_DELTA_PARAMS = 7
 
-    `mailbox_deltas`: mailbox id -> (messages, unseen, bytes); `user_deltas`: user id -> (messages,
-    bytes). Returns (mailbox id -> (first reserved UID, new MODSEQ), user id -> storage used).
-    Runs inside the delivery transaction: the row locks serialise concurrent writers, and a rollback
-    gives the UIDs back, so UIDs stay strictly ascending and are never reused (RFC 3501 §2.3.1.1).
+
+def _store_sql() -> str:
+    params = ", ".join(f"${_DELTA_PARAMS + i + 1}::{_COLUMN_TYPES[f]}[]" for i, f in enumerate(_FIELDS))
+    return f"""
+WITH mb AS (
+        UPDATE mailboxes AS m
+           SET uidnext = m.uidnext + d.n, highestmodseq = m.highestmodseq + 1,
+               message_count = m.message_count + d.n, unseen_count = m.unseen_count + d.unseen,
+               total_size = m.total_size + d.bytes
+          FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS d(id, n, unseen, bytes)
+         WHERE m.id = d.id
+     RETURNING m.id, m.uidnext - d.n AS first_uid, m.highestmodseq AS modseq),
+     us AS (
+        UPDATE users AS u
+           SET message_count = u.message_count + d.n, storage_used = u.storage_used + d.bytes
+          FROM unnest($5::bigint[], $6::bigint[], $7::bigint[]) AS d(id, n, bytes)
+         WHERE u.id = d.id
+     RETURNING u.id, u.storage_used),
+     ins AS (
+        INSERT INTO messages (mailbox_id, uid, modseq, flags, {", ".join(_INSERTED)})
+        SELECT r.mailbox_id, mb.first_uid + r.position, mb.modseq,
+               CASE WHEN r.flags = '' THEN '{{}}'::text[] ELSE string_to_array(r.flags, chr(1)) END,
+               {", ".join(f"r.{f}" for f in _INSERTED)}
+          FROM unnest({params}) AS r({", ".join(_FIELDS)})
+          JOIN mb ON mb.id = r.mailbox_id
+     RETURNING 1)
+SELECT TRUE AS is_mailbox, id, first_uid AS a, modseq AS b FROM mb
+UNION ALL
+SELECT FALSE, id, storage_used, 0 FROM us
+UNION ALL
+SELECT NULL, count(*), 0, 0 FROM ins"""
+
+
+_STORE_MESSAGES = _store_sql()
+
+
+async def store_messages(conn: asyncpg.Connection, messages: list[NewMessage]) -> StoredBatch:
+    """Reserve UIDs, insert the rows and count them, in ONE statement (one round trip, atomic).
+
+    Every mailbox of the batch gets its UIDs reserved and HIGHESTMODSEQ bumped once; row locks
+    serialise concurrent writers, and a failed statement reserves nothing, so UIDs stay strictly
+    ascending and are never reused (RFC 3501 §2.3.1.1). Flags travel as one \\x01-separated string
+    per row because unnest cannot take a 2-D text array.
     """
+    mailbox_deltas: dict[int, list[int]] = {}
+    user_deltas: dict[int, list[int]] = {}
+    columns: list[list] = [[] for _ in _FIELDS]
+    for message in messages:
+        mailbox = mailbox_deltas.setdefault(message.mailbox_id, [0, 0, 0])
+        mailbox[0] += 1
+        mailbox[1] += 0 if "\\Seen" in message.flags else 1
+        mailbox[2] += message.size
+        user = user_deltas.setdefault(message.user_id, [0, 0])
+        user[0] += 1
+        user[1] += message.size
+        for position, name in enumerate(_FIELDS):
+            value = getattr(message, name)
+            columns[position].append("\x01".join(value) if name == "flags" else value)
     rows = await conn.fetch(
-        """WITH mb AS (
-               UPDATE mailboxes AS m
-                  SET uidnext = m.uidnext + d.n, highestmodseq = m.highestmodseq + 1,
-                      message_count = m.message_count + d.n, unseen_count = m.unseen_count + d.unseen,
-                      total_size = m.total_size + d.bytes
-                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS d(id, n, unseen, bytes)
-                WHERE m.id = d.id
-            RETURNING m.id, m.uidnext - d.n AS first_uid, m.highestmodseq AS modseq),
-           us AS (
-               UPDATE users AS u
-                  SET message_count = u.message_count + d.n, storage_used = u.storage_used + d.bytes
-                 FROM unnest($5::bigint[], $6::bigint[], $7::bigint[]) AS d(id, n, bytes)
-                WHERE u.id = d.id
-            RETURNING u.id, u.storage_used)
-         SELECT TRUE AS is_mailbox, id, first_uid AS a, modseq AS b FROM mb
-         UNION ALL
-         SELECT FALSE, id, storage_used, 0 FROM us""",
+        _STORE_MESSAGES,
         list(mailbox_deltas),
         [v[0] for v in mailbox_deltas.values()],
         [v[1] for v in mailbox_deltas.values()],
@@ -109,42 +158,12 @@ async def apply_delivery(
         list(user_deltas),
         [v[0] for v in user_deltas.values()],
         [v[1] for v in user_deltas.values()],
+        *columns,
     )
-    reserved = {r["id"]: (r["a"], r["b"]) for r in rows if r["is_mailbox"]}
-    usage = {r["id"]: r["a"] for r in rows if not r["is_mailbox"]}
-    return reserved, usage
-
-
-_COLUMN_TYPES = {
-    "mailbox_id": "bigint", "user_id": "bigint", "uid": "bigint", "modseq": "bigint", "delivery_id": "uuid",
-    "maildir_path": "text", "size": "bigint", "flags": "text", "internal_date": "timestamptz",
-    "message_id": "text", "subject": "text", "from_addr": "text", "to_addrs": "text", "cc_addrs": "text",
-    "envelope_from": "text", "sent_date": "timestamptz", "in_reply_to": "text", "references_hdr": "text",
-    "thread_id": "text", "has_attachments": "boolean", "body_text": "text",
-}
-_COLUMNS = list(MessageRow.__slots__)
-assert set(_COLUMNS) == set(_COLUMN_TYPES), "every MessageRow field needs its SQL type"
-# Flags are a text[] per row, which unnest cannot take as a 2-D array: they travel as one
-# NUL-separated string per row and are split back in SQL.
-_INSERT_MESSAGES = (
-    f"INSERT INTO messages ({', '.join(_COLUMNS)}) SELECT "
-    + ", ".join(
-        "CASE WHEN r.flags = '' THEN '{}'::text[] ELSE string_to_array(r.flags, chr(1)) END" if c == "flags" else f"r.{c}"
-        for c in _COLUMNS
+    inserted = next(r["id"] for r in rows if r["is_mailbox"] is None)
+    if inserted != len(messages):
+        raise RuntimeError(f"stored {inserted} of {len(messages)} messages: a mailbox vanished")
+    return StoredBatch(
+        reserved={r["id"]: (r["a"], r["b"]) for r in rows if r["is_mailbox"] is True},
+        usage={r["id"]: r["a"] for r in rows if r["is_mailbox"] is False},
     )
-    + " FROM unnest("
-    + ", ".join(f"${i + 1}::{_COLUMN_TYPES[c]}[]" for i, c in enumerate(_COLUMNS))
-    + f") AS r({', '.join(_COLUMNS)})"
-)
-
-
-async def insert_messages(conn: asyncpg.Connection, rows: list[MessageRow]) -> None:
-    """Insert message rows in one statement (arrays + unnest: one prepared plan, one round trip)."""
-    columns: list[list] = [[] for _ in _COLUMNS]
-    for row in rows:
-        for position, name in enumerate(_COLUMNS):
-            value = getattr(row, name)
-            if name == "flags":
-                value = "\x01".join(value)
-            columns[position].append(value)
-    await conn.execute(_INSERT_MESSAGES, *columns)

@@ -180,54 +180,44 @@ class MailStore:
         self._usage.update(new_usage)
 
     async def _commit(self, conn, batch, pending, targets, summaries, relpaths, outcomes) -> dict[int, int]:
-        mailbox_deltas: dict[int, tuple[int, int, int]] = {}
-        user_deltas: dict[int, tuple[int, int]] = {}
-        for index in pending:
+        positions: dict[int, int] = {}
+        messages: list[sql.NewMessage] = []
+        for index, relpath in zip(pending, relpaths, strict=True):
             item = batch.items[index]
             mailbox_id = targets[index][0]
-            size = len(batch.bodies[item.body_index])
-            unseen = 0 if "\\Seen" in item.flags else 1
-            n, u, b = mailbox_deltas.get(mailbox_id, (0, 0, 0))
-            mailbox_deltas[mailbox_id] = (n + 1, u + unseen, b + size)
-            un, ub = user_deltas.get(item.recipient.user_id, (0, 0))
-            user_deltas[item.recipient.user_id] = (un + 1, ub + size)
-        rows: list[sql.MessageRow] = []
-        async with conn.transaction():
-            reserved, usage = await sql.apply_delivery(conn, mailbox_deltas, user_deltas)
-            next_uid = {mb: first for mb, (first, _modseq) in reserved.items()}
-            for index, relpath in zip(pending, relpaths, strict=True):
-                item = batch.items[index]
-                mailbox_id = targets[index][0]
-                summary = summaries[item.body_index]
-                uid = next_uid[mailbox_id]
-                next_uid[mailbox_id] = uid + 1
-                rows.append(
-                    sql.MessageRow(
-                        mailbox_id=mailbox_id,
-                        user_id=item.recipient.user_id,
-                        uid=uid,
-                        modseq=reserved[mailbox_id][1],
-                        delivery_id=item.delivery_id,
-                        maildir_path=relpath,
-                        size=len(batch.bodies[item.body_index]),
-                        flags=list(item.flags),
-                        internal_date=datetime.fromtimestamp(item.internal_date, UTC),
-                        message_id=summary.message_id,
-                        subject=summary.subject,
-                        from_addr=summary.from_addr[:_MAX_FIELD],
-                        to_addrs=summary.to_addrs[:_MAX_FIELD],
-                        cc_addrs=summary.cc_addrs[:_MAX_FIELD],
-                        envelope_from=item.envelope_from[:_MAX_FIELD],
-                        sent_date=summary.sent_date,
-                        in_reply_to=summary.in_reply_to,
-                        references_hdr=summary.references,
-                        thread_id=thread_id(summary.message_id, summary.in_reply_to, summary.references),
-                        has_attachments=summary.has_attachments,
-                        body_text=summary.body_text[:_MAX_INDEXED_BODY],
-                    )
+            summary = summaries[item.body_index]
+            position = positions.get(mailbox_id, 0)
+            positions[mailbox_id] = position + 1
+            messages.append(
+                sql.NewMessage(
+                    mailbox_id=mailbox_id,
+                    position=position,
+                    user_id=item.recipient.user_id,
+                    delivery_id=item.delivery_id,
+                    maildir_path=relpath,
+                    size=len(batch.bodies[item.body_index]),
+                    flags=list(item.flags),
+                    internal_date=datetime.fromtimestamp(item.internal_date, UTC),
+                    message_id=summary.message_id,
+                    subject=summary.subject,
+                    from_addr=summary.from_addr[:_MAX_FIELD],
+                    to_addrs=summary.to_addrs[:_MAX_FIELD],
+                    cc_addrs=summary.cc_addrs[:_MAX_FIELD],
+                    envelope_from=item.envelope_from[:_MAX_FIELD],
+                    sent_date=summary.sent_date,
+                    in_reply_to=summary.in_reply_to,
+                    references_hdr=summary.references,
+                    thread_id=thread_id(summary.message_id, summary.in_reply_to, summary.references),
+                    has_attachments=summary.has_attachments,
+                    body_text=summary.body_text[:_MAX_INDEXED_BODY],
                 )
-                outcomes[index] = DeliveryOutcome(
-                    delivery_id=item.delivery_id, ok=True, uid=uid, mailbox_id=mailbox_id
-                )
-            await sql.insert_messages(conn, rows)
-        return usage
+            )
+        # One statement: UIDs, rows and counters commit together or not at all.
+        stored = await sql.store_messages(conn, messages)
+        for index, message in zip(pending, messages, strict=True):
+            first_uid, _modseq = stored.reserved[message.mailbox_id]
+            outcomes[index] = DeliveryOutcome(
+                delivery_id=message.delivery_id, ok=True, uid=first_uid + message.position,
+                mailbox_id=message.mailbox_id,
+            )
+        return stored.usage
