@@ -44,7 +44,8 @@ class SmtpGateway:
         self._started = asyncio.get_event_loop().create_task(self._start())
 
     async def _start(self) -> int:
-        await self._directory.start()
+        # Listen first: with PostgreSQL away, RCPT answers 451 4.3.0 until the directory loads.
+        await self._directory.start(wait=False)
         for name in self._shard_names:
             handle = ray.get_actor(name, namespace=self._namespace)
             self._batchers[name] = ShardBatcher(
@@ -101,8 +102,10 @@ class SmtpGateway:
         return [outcome for outcomes in results for outcome in outcomes]
 
     async def ready(self) -> int:
-        """Wait until the listener is bound; returns the port."""
-        return await asyncio.shield(self._started)
+        """Wait until the listener is bound and (for up to 10 s) the directory loaded; returns the port."""
+        port = await asyncio.shield(self._started)
+        await self._directory.wait_for_version(1, timeout=10.0)
+        return port
 
     async def stats(self) -> dict:
         return {

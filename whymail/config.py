@@ -1,8 +1,10 @@
 """WhyMail configuration: one pydantic model for every knob, loaded from YAML.
 
-Loading order (later wins): built-in defaults, the YAML file (with `${VAR:-default}` expansion),
-then environment overrides (`WHYMAIL_DB_DSN`, `REDIS_ADDR`, ... and the generic
-`WHYMAIL__SECTION__KEY=value`). A wrong or missing key raises `ConfigError` with one line naming it.
+Loading order (later wins): built-in defaults, the YAML file (with `${VAR:-default}` expanded in
+its string values after parsing, so an environment value is never read as YAML), then environment
+overrides (`WHYMAIL_DB_DSN`, `REDIS_ADDR`, ... and the generic `WHYMAIL__SECTION__KEY=value`, kept
+as a string unless it starts with `[` or `{`). A wrong or missing key raises `ConfigError` with one
+line naming it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(Exception):
@@ -80,6 +82,12 @@ class DbConfig(_Section):
     dsn: str = Field("", description="PostgreSQL DSN; empty: embedded PostgreSQL in the state dir")
     min_pool: int = Field(2, ge=1, description="Smallest connection pool per process")
     max_pool: int = Field(10, ge=1, description="Largest connection pool per process")
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> DbConfig:
+        if self.min_pool > self.max_pool:
+            raise ValueError(f"min_pool ({self.min_pool}) must not exceed max_pool ({self.max_pool})")
+        return self
 
 
 class RedisConfig(_Section):
@@ -193,6 +201,20 @@ def expand_vars(text: str, env: dict[str, str]) -> str:
     return _VAR.sub(replace, text)
 
 
+def _expand_tree(node: Any, env: dict[str, str], path: tuple[str, ...] = ()) -> Any:
+    """`expand_vars` on every string value of a parsed YAML tree (keys and other scalars untouched)."""
+    if isinstance(node, str):
+        try:
+            return expand_vars(node, env)
+        except ConfigError as exc:
+            raise ConfigError(f"{'.'.join(path) or '(top level)'}: {exc}") from None
+    if isinstance(node, dict):
+        return {key: _expand_tree(value, env, (*path, str(key))) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_expand_tree(item, env, (*path, str(index))) for index, item in enumerate(node)]
+    return node
+
+
 def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     node = data
     for key in path[:-1]:
@@ -204,6 +226,17 @@ def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     node[path[-1]] = value
 
 
+def _override_value(name: str, value: str) -> Any:
+    """A generic override's value: a plain string (pydantic's lax mode turns "25" into an int and
+    "true" into a bool where the field wants one), or a YAML list/map when it starts with `[`/`{`."""
+    if not value.lstrip().startswith(("[", "{")):
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"{name}: invalid YAML list or mapping") from None
+
+
 def _env_overrides(env: dict[str, str]) -> list[tuple[tuple[str, ...], Any]]:
     found: list[tuple[tuple[str, ...], Any]] = []
     for name, path in ENV_OVERRIDES.items():
@@ -213,8 +246,7 @@ def _env_overrides(env: dict[str, str]) -> list[tuple[tuple[str, ...], Any]]:
         if name.startswith("WHYMAIL__"):
             path = tuple(part.lower() for part in name[len("WHYMAIL__") :].split("__") if part)
             if path:
-                # YAML parsing turns "25" into 25 and "[a, b]" into a list, like the file would.
-                found.append((path, yaml.safe_load(value) if value else ""))
+                found.append((path, _override_value(name, value)))
     return found
 
 
@@ -248,7 +280,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         except OSError as exc:
             raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
         try:
-            loaded = yaml.safe_load(expand_vars(raw, env))
+            loaded = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -257,7 +289,10 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of sections")
-        data = loaded
+        try:
+            data = _expand_tree(loaded, env)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     for key_path, value in _env_overrides(env):
         _set_path(data, key_path, value)
     try:

@@ -5,14 +5,18 @@ clients (smtplib, swaks) is in tests/integration/test_smtp_*.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import smtplib
 import socket
+import ssl
 import struct
 import types
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import SMTP
@@ -31,6 +35,7 @@ from whymail.smtp.server import (
     smtp_factory,
 )
 from whymail.store.models import DeliveryOutcome
+from whymail.tls import ensure_self_signed
 
 DOMAIN = "session.test"
 LIMIT = 100_000  # max_message_size of the server under test
@@ -442,3 +447,111 @@ async def test_idle_timeout_closes_an_idle_session_and_spares_an_active_one() ->
     finally:
         listener.close()
         await listener.wait_closed()
+
+
+# --- STARTTLS: one session, counted once, freed once --------------------------------------------
+
+
+@dataclass
+class TlsServer:
+    port: int
+    connections: ConnectionCounter
+    registry: SessionRegistry
+    stats: SmtpStats
+    delivered: list[bytes]
+
+
+@contextlib.asynccontextmanager
+async def _tls_server(tmp_path: Path, *, per_ip: int = 3, timeout: float = 300.0) -> AsyncIterator[TlsServer]:
+    cert, key = ensure_self_signed(tmp_path / "tls", "localhost")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.minimum_version = ssl.TLSVersion.TLSv1_2
+    tls.load_cert_chain(cert, key)
+    config = Config.model_validate({"server": {"smtp": {"timeout": timeout}}})
+    users = [{"id": 1, "email": f"user1@{DOMAIN}", "domain": DOMAIN, "local_part": "user1",
+              "quota_bytes": 0, "storage_used": 0, "is_active": True}]
+    snapshot = DirectorySnapshot.from_rows([{"name": DOMAIN, "is_active": True}], users, [])
+    delivered: list[bytes] = []
+
+    async def deliver(body, recipients, envelope_from):
+        delivered.append(body)
+        return [DeliveryOutcome(delivery_id=uuid.uuid4(), ok=True, uid=1, mailbox_id=1) for _ in recipients]
+
+    state = TlsServer(0, ConnectionCounter(per_ip, 1000), SessionRegistry(), SmtpStats(), delivered)
+    handler = InboundHandler(config, types.SimpleNamespace(current=snapshot), deliver, {}, state.stats)
+    make = smtp_factory(
+        config, handler, connections=state.connections, command_rate=TokenBuckets(1e6, 1e6),
+        registry=state.registry, stats=state.stats, tls_context=tls,
+    )
+    listener = await asyncio.get_running_loop().create_server(make, "127.0.0.1", 0)
+    state.port = listener.sockets[0].getsockname()[1]
+    try:
+        yield state
+    finally:
+        listener.close()
+        for session in list(state.registry.sessions):
+            if session.transport is not None:
+                session.transport.close()
+        await listener.wait_closed()
+
+
+def _client_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _starttls_session(port: int, n: int) -> None:
+    """One whole STARTTLS session with smtplib (blocking: run in a thread)."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        smtp.ehlo("tls.example")
+        assert smtp.starttls(context=_client_tls())[0] == 220
+        smtp.ehlo("tls.example")
+        smtp.sendmail("bob@example.org", [f"user1@{DOMAIN}"], f"Subject: tls {n}\r\n\r\nhi\r\n")
+
+
+async def test_starttls_sessions_take_one_connection_slot_each_and_give_it_back(tmp_path: Path) -> None:
+    async with _tls_server(tmp_path, per_ip=3) as server:
+        for n in range(6):  # twice the per-IP limit, one after the other: none may get 421
+            await asyncio.to_thread(_starttls_session, server.port, n)
+        await asyncio.wait_for(server.registry.empty.wait(), 10)
+        assert server.connections.open == 0
+        assert server.registry.sessions == set()
+        assert server.stats.sessions == 6
+        assert len(server.delivered) == 6
+        assert all(b" with ESMTPS id " in body for body in server.delivered)
+
+
+def _cut_starttls(port: int, how: str) -> None:
+    """STARTTLS, then no (good) handshake: the client hangs up, sends garbage, or says nothing."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        assert stream.readline().startswith(b"220 ")
+        sock.sendall(b"EHLO cut.example\r\nSTARTTLS\r\n")
+        while (line := stream.readline())[3:4] == b"-":
+            pass
+        assert line.startswith(b"250 ")
+        assert stream.readline().startswith(b"220 ")
+        if how == "garbage":
+            sock.sendall(b"this is not a TLS ClientHello\r\n" * 4)
+        if how in ("garbage", "silent"):
+            try:
+                assert stream.read() == b""  # the server ends the session
+            except ConnectionResetError:
+                pass
+        stream.close()
+
+
+@pytest.mark.parametrize("how", ["hang_up", "garbage", "silent"])
+async def test_a_starttls_handshake_that_never_completes_frees_the_slot_and_the_registry(
+    tmp_path: Path, how: str
+) -> None:
+    async with _tls_server(tmp_path, per_ip=3, timeout=0.5) as server:
+        await asyncio.to_thread(_cut_starttls, server.port, how)
+        await asyncio.wait_for(server.registry.empty.wait(), 10)
+        assert server.connections.open == 0
+        await asyncio.to_thread(_starttls_session, server.port, 0)  # and the address is still served
+        await asyncio.wait_for(server.registry.empty.wait(), 10)
+        assert server.connections.open == 0
+        assert len(server.delivered) == 1

@@ -37,9 +37,16 @@ class DirectoryCache:
     def current(self) -> DirectorySnapshot | None:
         return self._snapshot
 
-    async def start(self) -> None:
-        """Load the first snapshot and start listening for changes."""
-        await self._reload()
+    async def start(self, *, wait: bool = True) -> None:
+        """Start loading snapshots; with `wait`, until the first one is there (raises if it can't be).
+
+        Without `wait` the first load is retried in the background while the database is away, and
+        `current` stays None until it succeeds (callers answer "try again later" meanwhile).
+        """
+        if wait:
+            await self._reload()
+        else:
+            self._dirty.set()
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -84,6 +91,8 @@ class DirectoryCache:
             return
         self._listener = await asyncpg.connect(self._dsn, timeout=10)
         await self._listener.add_listener(CHANNEL, self._notified)
+        # A dropped connection would silently stop notifications: wake up and reconnect at once.
+        self._listener.add_termination_listener(self._notified)
         # Changes made while we were not listening would be missed: reload once now.
         self._dirty.set()
 

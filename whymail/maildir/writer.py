@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,12 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_one(file: MaildirFile, fsync: bool) -> Path:
-    """Write tmp/name, fsync it, rename over new/name; leaves no tmp file behind on failure."""
-    tmp = file.tmp_path
+    """Write tmp/name, fsync it, rename over new/name; leaves no tmp file behind on failure.
+
+    The tmp name gets a random suffix so that two overlapping attempts of one delivery (a retry
+    while the first is still running) never write into the same tmp file.
+    """
+    tmp = file.tmp_path.with_name(f"{file.name}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         try:

@@ -76,6 +76,10 @@ class ShardBatcher:
         count = size = 0
         while self._queue:
             nxt = self._queue[0]
+            if nxt.future.done():
+                # The session is gone (client hung up, timeout): it never got a 250, so do not store.
+                self._queue.pop(0)
+                continue
             if taken and (count + len(nxt.items) > self._max_items or size + len(nxt.body) > self._max_bytes):
                 break
             taken.append(self._queue.pop(0))
@@ -124,6 +128,9 @@ class ShardBatcher:
             items.extend(item.model_copy(update={"body_index": index}) for item in pending.items)
         batch = DeliveryBatch(bodies=bodies, items=items)
         report = await self._send_with_retry(batch)
+        if report is not None and len(report.outcomes) != len(items):
+            log.error("shard answered %d outcomes for %d items", len(report.outcomes), len(items))
+            report = None
         if report is None:
             outcomes = [_unavailable(item) for item in items]
         else:

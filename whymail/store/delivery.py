@@ -19,6 +19,7 @@ import asyncpg
 from whymail.db import messages as sql
 from whymail.maildir import (
     MaildirFile,
+    MaildirNameError,
     ensure_folder,
     folder_dir,
     remove_files,
@@ -34,6 +35,11 @@ _MAX_FIELD = 2000
 _INLINE_PARSE_LIMIT = 256 * 1024
 # Full-text indexing is the largest per-message cost in PostgreSQL; the first 32 KiB of text find it.
 _MAX_INDEXED_BODY = 32 * 1024
+
+
+def _ensure_folders(folders: list[Path]) -> None:
+    for folder in folders:
+        ensure_folder(folder)
 
 
 def _refusal(item: DeliveryItem, code: int, enhanced: str, text: str) -> DeliveryOutcome:
@@ -150,34 +156,70 @@ class MailStore:
                 )
         files: list[MaildirFile] = []
         relpaths: list[str] = []
+        storable: list[int] = []
         for index in pending:
             item = batch.items[index]
             body = batch.bodies[item.body_index]
             key = (item.recipient.domain, item.recipient.local_part, targets[index][1])
             folder = self._folders.get(key)
             if folder is None:
-                folder = folder_dir(self._root, *key)
-                await loop.run_in_executor(self._executor, ensure_folder, folder)
+                try:
+                    folder = folder_dir(self._root, *key)
+                except MaildirNameError as exc:
+                    # One unstorable recipient is refused alone; the rest of the batch goes on.
+                    log.error("cannot store for %s@%s: %s", key[1], key[0], exc)
+                    outcomes[index] = _refusal(item, 550, "5.2.0", "Mailbox cannot be stored on this server")
+                    continue
                 self._folders[key] = folder
             # The time part comes from the delivery, not the clock: a retry rewrites the same file.
             name = unique_name(item.delivery_id, 0, len(body), self._hostname, ts=int(item.internal_date))
             files.append(MaildirFile(folder=folder, name=name, data=body))
             relpaths.append(f"{folder.relative_to(self._root)}/new/{name}")
-        written: list[Path] = []
+            storable.append(index)
+        if not storable:
+            return
         try:
-            written = await write_files_async(files, fsync=self._fsync, executor=self._executor)
-            new_usage = await self._commit(conn, batch, pending, targets, summaries, relpaths, outcomes)
-        except Exception:
-            log.exception("delivery batch of %d failed; removing its files", len(pending))
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor, remove_files, written or [f.folder / "new" / f.name for f in files]
-            )
-            for index in pending:
-                outcomes[index] = _refusal(
-                    batch.items[index], 451, "4.3.0", "Temporary failure storing the message, try again later"
-                )
+            # ensure_folder is cheap when the folder exists and recreates one an operator removed.
+            folders = list({f.folder for f in files})
+            await loop.run_in_executor(self._executor, _ensure_folders, folders)
+            await write_files_async(files, fsync=self._fsync, executor=self._executor)
+            new_usage = await self._commit(conn, batch, storable, targets, summaries, relpaths, outcomes)
+        except Exception as exc:
+            await self._recover(batch, storable, targets, files, outcomes, exc)
             return
         self._usage.update(new_usage)
+
+    async def _recover(self, batch, storable, targets, files, outcomes, exc: Exception) -> None:
+        """After a failed store: keep what did commit (an overlapping attempt), remove only the rest.
+
+        A file is deleted only when the database says no row points to it; when the database cannot
+        be asked, files stay (an orphan file is harmless, a row without its file is lost mail).
+        """
+        log.error("delivery batch of %d failed: %r", len(storable), exc)
+        for index in storable:
+            self.forget_user(batch.items[index].recipient.user_id)
+        keys = [(targets[i][0], batch.items[i].delivery_id) for i in storable]
+        try:
+            async with self._pool.acquire() as conn:
+                committed = await sql.delivered_already(conn, keys)
+        except Exception as check_exc:
+            log.error("cannot tell what committed (%r): leaving the batch's files in place", check_exc)
+            committed = None
+        orphans: list[Path] = []
+        for index, key, file in zip(storable, keys, files, strict=True):
+            uid = committed.get(key) if committed is not None else None
+            if uid is not None:
+                outcomes[index] = DeliveryOutcome(
+                    delivery_id=key[1], ok=True, uid=uid, mailbox_id=key[0]
+                )
+                continue
+            if committed is not None:
+                orphans.append(file.folder / "new" / file.name)
+            outcomes[index] = _refusal(
+                batch.items[index], 451, "4.3.0", "Temporary failure storing the message, try again later"
+            )
+        if orphans:
+            await asyncio.get_running_loop().run_in_executor(self._executor, remove_files, orphans)
 
     async def _commit(self, conn, batch, pending, targets, summaries, relpaths, outcomes) -> dict[int, int]:
         positions: dict[int, int] = {}
