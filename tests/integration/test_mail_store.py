@@ -60,11 +60,11 @@ async def _rows_and_files(pg_dsn: str, root: Path, user_id: int) -> tuple[set[st
         rows = {r["maildir_path"] for r in await conn.fetch("SELECT maildir_path FROM messages WHERE user_id = $1", user_id)}
     finally:
         await conn.close()
-    user_files = set()
-    for path in root.rglob("*"):
-        if path.is_file() and path.parent.name == "new":
-            user_files.add(str(path.relative_to(root)))
-    return rows, user_files
+    return rows, _files_in_new(root)
+
+
+def _files_in_new(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.parent.name == "new"}
 
 
 async def test_overlapping_attempts_of_one_batch_store_each_message_once_with_its_file(

@@ -537,3 +537,11 @@ def test_running_server_is_notified_within_a_second(
             await conn.close()
 
     assert asyncio.run(scenario()) < 1.0
+
+
+def test_user_add_refuses_a_local_part_that_cannot_be_a_maildir(ctl, unique: str) -> None:
+    domain = f"slash{unique}.test"
+    assert ctl("domain", "add", domain).returncode == 0
+    result = ctl("user", "add", f"sales/eu@{domain}", "--password-stdin", stdin="s3cret-pass\n")
+    assert result.returncode == 2
+    assert "may not contain '/'" in result.stderr

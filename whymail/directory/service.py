@@ -272,6 +272,9 @@ async def add_user(
 ) -> UserInfo:
     """Create a user in an existing domain with its default mailboxes, in one transaction."""
     address, local, domain = _address(email)
+    if "/" in local or local.startswith("."):
+        # Valid in an address, but a mailbox's local part names its Maildir directory.
+        raise InvalidInput(f"{address}: a mailbox's local part may not contain '/' or start with '.'")
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {', '.join(ROLES)} (got {role!r})")
     if not password_hash:
