@@ -92,6 +92,17 @@ def test_killing_a_shard_mid_load_loses_and_duplicates_nothing(mail_system: Mail
         assert stored[subject]["copies"] == 1, f"{subject} stored {stored[subject]['copies']} times"
         assert (mail_system.maildir_root / stored[subject]["maildir_path"]).is_file()
 
+    # Nothing half-written: every row has its file and every file in the domain has its row.
+    on_disk = {
+        str(p.relative_to(mail_system.maildir_root))
+        for p in (mail_system.maildir_root / domain).rglob("*")
+        if p.is_file() and p.parent.name == "new"
+    }
+    assert on_disk == {r["maildir_path"] for r in rows}
+    # Nothing stored for a message that was not answered 250.
+    refused = {s for s, code in results.items() if code != 250}
+    assert not refused & set(stored), "a message that got a 4xx was stored anyway"
+
     # Delivery resumed by itself: mail for the killed shard's users was accepted after the kill.
     victim_subjects = {s for (rcpt, s) in jobs if rcpt in on_victim}
     late_ok = [s for s in victim_subjects if int(s.split("-")[1]) > killed_at + 2 * CONNECTIONS and results[s] == 250]

@@ -264,6 +264,8 @@ class WhyMailSMTP(SMTP):
         self._stats = stats
         self._counted_ip: str | None = None
         self._refused = False
+        self._lost = False
+        self._tls_established = False
         self._raw_reply = False
         self._pending = bytearray()  # replies held back while pipelined commands wait (RFC 2920)
         self._deadline = 0.0  # loop time at which the idle timeout closes the session
@@ -287,6 +289,13 @@ class WhyMailSMTP(SMTP):
         return limited
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is not None:
+            # STARTTLS: aiosmtpd's smtp_STARTTLS sets `_original_transport` and the TLS layer calls this
+            # again with the TLS transport once the handshake is done. Same connection, same session:
+            # it is already counted and registered, and `connection_lost` will come only once.
+            self._tls_established = True
+            super().connection_made(transport)
+            return
         peer = transport.get_extra_info("peername")
         ip = str(peer[0]) if peer else "?"
         if not self._connections.acquire(ip):
@@ -301,14 +310,28 @@ class WhyMailSMTP(SMTP):
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._refused:
-            return
+        if self._refused or self._lost:
+            return  # refused: nothing was counted; lost: already done (at most once, whoever calls)
+        self._lost = True
         self._pending.clear()  # nobody left to read them
         if self._counted_ip is not None:
             self._connections.release(self._counted_ip)
             self._counted_ip = None
         self._registry.remove(self)
         super().connection_lost(error)
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        await super().smtp_STARTTLS(arg)
+        if self._tls_protocol is not None and not self._tls_established and not self._lost:
+            # The handshake was cut short from this side (the idle timeout or a shutdown closed the TLS
+            # transport while it ran): the TLS layer then wakes aiosmtpd without an error and never
+            # reports the connection lost, so the session would wait for a command forever, counted
+            # and registered. End it as aiosmtpd does when the handshake fails.
+            log.info("starttls handshake cut short", extra={"session": self.session_id})
+            if self.transport is not None:
+                self.transport.close()
+            self.connection_lost(None)
 
     async def _handle_client(self) -> None:
         peer = str(self.session.peer[0]) if self.session is not None else "?"
