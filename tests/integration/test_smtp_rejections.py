@@ -10,7 +10,9 @@ import random
 import re
 import smtplib
 import socket
+import ssl
 import struct
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -260,6 +262,30 @@ def test_user_already_over_quota_gets_452_4_2_2_at_rcpt_and_nothing_more_is_stor
     assert len(mail_system.maildir_files(domain, "full")) == 1
 
 
+def test_message_over_one_recipients_quota_is_stored_for_none_and_retries_add_no_copies(
+    mail_system: MailSystem, domain: str
+) -> None:
+    ok, full = f"ok@{domain}", f"full@{domain}"
+    mail_system.add_user(ok)
+    mail_system.add_user(full, quota_bytes=3000)
+    filler = b"x" * 70 + b"\r\n"
+    _, _, first = _transaction(mail_system, [full], _message(full, "first", filler * 25))
+    _assert_reply(first, 250, "2.0.0")
+    used = mail_system.fetch("SELECT storage_used FROM users WHERE email = $1", full)[0]["storage_used"]
+    message = _message(f"{ok}, {full}", "both", filler * 25)
+    assert len(message) <= 3000 - 1 and used + len(message) > 3000  # fits an empty box, not `full`'s
+    # No SIZE=: both RCPTs are accepted; the message only turns out too big for `full` at the end of DATA.
+    for _ in range(4):  # a client retrying the 452 as it should
+        _, rcpts, data = _transaction(mail_system, [ok, full], message)
+        for rcpt in rcpts:
+            _assert_reply(rcpt, 250, "2.1.5")
+        _assert_reply(data, 452, "4.2.2")
+    assert mail_system.messages_of(ok) == []
+    assert mail_system.maildir_files(domain, "ok") == []
+    assert [r["subject"] for r in mail_system.messages_of(full)] == ["first"]
+    assert mail_system.fetch("SELECT storage_used FROM users WHERE email = $1", ok)[0]["storage_used"] == 0
+
+
 # --- message size -------------------------------------------------------------------------------
 
 
@@ -378,6 +404,46 @@ def test_connection_past_the_per_ip_limit_gets_421_4_7_0_greeting_and_is_closed(
         sessions.append(again)
         assert again.greeting[0].startswith("220 "), again.greeting
         _assert_reply(again.command("NOOP"), 250, "2.0.0")
+    finally:
+        for session in sessions:
+            session.close()
+
+
+def _gateway_stats(mail_system: MailSystem) -> dict:
+    import ray
+
+    return ray.get(mail_system.gateway().stats.remote())
+
+
+def test_starttls_sessions_give_back_their_connection_slot_and_leave_no_session_open(
+    mail_system: MailSystem,
+) -> None:
+    """A STARTTLS session is one connection: counted once, released once (aiosmtpd re-enters
+    `connection_made` for the TLS transport). More of them from one address than the per-IP limit."""
+    ip = _fresh_loopback_ip()
+    before = _gateway_stats(mail_system)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    count = MAX_CONNECTIONS_PER_IP + 2
+    for n in range(count):
+        with smtplib.SMTP("127.0.0.1", mail_system.smtp_port, timeout=30, source_address=(ip, 0)) as smtp:
+            assert smtp.ehlo("tls.example")[0] == 250, n
+            assert smtp.starttls(context=context)[0] == 220, n
+            assert smtp.ehlo("tls.example")[0] == 250, n
+            _assert_reply(smtp.noop(), 250, "2.0.0")
+    deadline = time.monotonic() + 20
+    while (stats := _gateway_stats(mail_system))["sessions_open"] > before["sessions_open"]:
+        assert time.monotonic() < deadline, f"sessions still open: {stats['sessions_open']} > {before}"
+        time.sleep(0.05)
+    assert stats["sessions"] >= before["sessions"] + count
+    assert stats["sessions"] - before["sessions"] < 2 * count  # each counted once (others may run)
+    # Every slot of that address is free again: a full per-IP load of plain sessions is served.
+    sessions: list[RawSession] = []
+    try:
+        for _ in range(MAX_CONNECTIONS_PER_IP):
+            sessions.append(RawSession(mail_system.smtp_port, ip))
+            assert sessions[-1].greeting[0].startswith("220 "), sessions[-1].greeting
     finally:
         for session in sessions:
             session.close()

@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 
 from whymail.directory.snapshot import LocalUser, Resolution
 from whymail.smtp import policy
-from whymail.smtp.policy import RcptContext, declared_size, rcpt_reply
+from whymail.smtp.policy import RcptContext, declared_size, quota_reply, rcpt_reply
 from whymail.smtp.replies import SmtpReply
+from whymail.store.models import Recipient
 
 
 def _user(user_id: int = 1, *, quota: int = 0, used: int = 0, active: bool = True) -> LocalUser:
@@ -171,6 +172,49 @@ def test_rcpt_replies_render_as_code_enhanced_text() -> None:
     reply = rcpt_reply(Resolution("unknown_user"), _ctx(), _no_usage)
     assert str(reply) == f"550 5.1.1 {reply.text}"
     assert reply.text
+
+
+# --- quota_reply (the end of DATA: every recipient, or none) ------------------------------------
+
+
+def _rcpt(user_id: int, quota: int) -> Recipient:
+    return Recipient(user_id=user_id, domain="example.test", local_part=f"u{user_id}", quota_bytes=quota)
+
+
+def test_message_that_fits_every_recipient_gets_no_quota_reply() -> None:
+    rcpts = [_rcpt(1, 3000), _rcpt(2, 0), _rcpt(3, 1000)]
+    assert quota_reply(rcpts, 1000, _usage({1: 2000, 2: 10**9})) is None  # exactly fills 1 and 3
+
+
+def test_one_recipient_the_message_does_not_fit_makes_it_452_4_2_2_for_all() -> None:
+    rcpts = [_rcpt(1, 0), _rcpt(2, 3000), _rcpt(3, 10**6)]
+    reply = quota_reply(rcpts, 1001, _usage({2: 2000}))
+    assert reply is policy.MAILBOX_FULL
+    assert _codes(reply) == (452, "4.2.2")
+
+
+def test_quota_reply_counts_the_usage_of_each_recipient_on_its_own() -> None:
+    rcpts = [_rcpt(1, 5000), _rcpt(2, 5000)]
+    assert quota_reply(rcpts, 3000, _usage({1: 2000, 2: 0})) is None
+    assert quota_reply(rcpts, 3000, _usage({1: 0, 2: 2001})) is policy.MAILBOX_FULL
+
+
+def test_quota_reply_with_unlimited_or_no_recipients_is_none() -> None:
+    assert quota_reply([_rcpt(1, 0)], 10**12, _usage({1: 10**12})) is None
+    assert quota_reply([], 10**12, _no_usage) is None
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), max_size=6),
+    st.integers(0, 10**6),
+)
+def test_quota_reply_refuses_exactly_when_some_quota_would_be_exceeded(
+    table: list[tuple[int, int]], size: int
+) -> None:
+    rcpts = [_rcpt(i, quota) for i, (quota, _used) in enumerate(table)]
+    used = {i: u for i, (_quota, u) in enumerate(table)}
+    over = any(quota and used[i] + size > quota for i, (quota, _u) in enumerate(table))
+    assert (quota_reply(rcpts, size, _usage(used)) is policy.MAILBOX_FULL) == over
 
 
 # --- declared_size ------------------------------------------------------------------------------

@@ -416,32 +416,50 @@ async def test_end_of_stream_seen_by_the_reader_in_the_middle_of_data_ends_the_s
 
 
 async def test_idle_timeout_closes_an_idle_session_and_spares_an_active_one() -> None:
-    config = Config.model_validate({"server": {"smtp": {"timeout": 0.3}}})
+    """Behaviour, not timing: only lower bounds (a timer never fires early) and a generous upper one."""
+    timeout = 0.5
+    config = Config.model_validate({"server": {"smtp": {"timeout": timeout}}})
     stats = SmtpStats()
+    registry = SessionRegistry()
     handler = InboundHandler(config, types.SimpleNamespace(current=None), None, {}, stats)  # type: ignore[arg-type]
     make = smtp_factory(
         config, handler, connections=ConnectionCounter(100, 1000), command_rate=TokenBuckets(1e6, 1e6),
-        registry=SessionRegistry(), stats=stats,
+        registry=registry, stats=stats,
     )
     listener = await asyncio.get_running_loop().create_server(make, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
     try:
         idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
         busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", port)
         for reader in (idle_reader, busy_reader):
             assert (await reader.readline()).startswith(b"220 ")
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        while loop.time() - start < 0.9:  # three timeouts long, a command every 0.1 s
+        connected = loop.time()
+        idle_closed = asyncio.ensure_future(idle_reader.read())
+
+        async def noop() -> None:
             busy_writer.write(b"NOOP\r\n")
-            assert await busy_reader.readline() == b"250 2.0.0 OK\r\n"
-            await asyncio.sleep(0.1)
-        assert await asyncio.wait_for(idle_reader.read(), 1) == b""  # closed long ago
-        busy_writer.write(b"NOOP\r\n")
-        assert await busy_reader.readline() == b"250 2.0.0 OK\r\n"
+            assert await asyncio.wait_for(busy_reader.readline(), 10) == b"250 2.0.0 OK\r\n"
+
+        # The busy session keeps talking until the idle one has been closed, then for one more whole
+        # timeout: it has lived well past its first deadline, so each command moved the deadline.
+        while not idle_closed.done():
+            assert loop.time() - connected < 10, "the idle session was never closed"
+            await noop()
+            await asyncio.sleep(0.02)
+        assert idle_closed.result() == b""
+        assert loop.time() - connected >= timeout * 0.9
+        spared_until = loop.time() + timeout
+        while loop.time() < spared_until:
+            await noop()
+            await asyncio.sleep(0.02)
+
+        # Now the busy session goes quiet: it gets the reply to its last command, then is closed.
         start = loop.time()
-        assert await asyncio.wait_for(busy_reader.read(), 2) == b""  # and now idle: closed
-        assert 0.2 < loop.time() - start < 1.0
+        await noop()
+        assert await asyncio.wait_for(busy_reader.read(), 10) == b""
+        assert loop.time() - start >= timeout * 0.9
+        await asyncio.wait_for(registry.empty.wait(), 10)
         for writer in (idle_writer, busy_writer):
             writer.close()
     finally:
@@ -555,3 +573,61 @@ async def test_a_starttls_handshake_that_never_completes_frees_the_slot_and_the_
         await asyncio.wait_for(server.registry.empty.wait(), 10)
         assert server.connections.open == 0
         assert len(server.delivered) == 1
+
+
+# --- the quota at the end of DATA: all recipients or none ---------------------------------------
+
+
+@pytest.mark.parametrize("shard_knows", [False, True])
+async def test_a_message_over_one_recipients_quota_is_stored_for_nobody(shard_knows: bool) -> None:
+    """`full` has room at RCPT (no SIZE=) but not for the message: 452 4.2.2, and `ok` gets nothing."""
+    config = Config.model_validate({"server": {"smtp": {"max_message_size": LIMIT}}})
+    snapshot_used = 0 if shard_knows else 2500
+    users = [
+        {"id": 1, "email": f"ok@{DOMAIN}", "domain": DOMAIN, "local_part": "ok",
+         "quota_bytes": 0, "storage_used": 0, "is_active": True},
+        {"id": 2, "email": f"full@{DOMAIN}", "domain": DOMAIN, "local_part": "full",
+         "quota_bytes": 3000, "storage_used": snapshot_used, "is_active": True},
+    ]
+    snapshot = DirectorySnapshot.from_rows([{"name": DOMAIN, "is_active": True}], users, [])
+    usage = {2: 2500} if shard_knows else {}  # reported by a shard, fresher than the snapshot
+    delivered: list[list[int]] = []
+
+    async def deliver(body, recipients, envelope_from):
+        delivered.append([r.user_id for r in recipients])
+        return [DeliveryOutcome(delivery_id=uuid.uuid4(), ok=True, uid=1, mailbox_id=1) for _ in recipients]
+
+    stats = SmtpStats()
+    handler = InboundHandler(config, types.SimpleNamespace(current=snapshot), deliver, usage, stats)
+    make = smtp_factory(
+        config, handler, connections=ConnectionCounter(100, 1000), command_rate=TokenBuckets(1e6, 1e6),
+        registry=SessionRegistry(), stats=stats,
+    )
+    state = Server(port=0)
+
+    def factory() -> WhyMailSMTP:
+        state.sessions.append(make())
+        return state.sessions[-1]
+
+    listener = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+    state.port = listener.sockets[0].getsockname()[1]
+    try:
+        client = await Client.connect(state)
+        envelope = f"MAIL FROM:<bob@example.org>\r\nRCPT TO:<ok@{DOMAIN}>\r\nRCPT TO:<full@{DOMAIN}>\r\nDATA\r\n"
+        for _ in range(3):  # the client retries: still nothing stored
+            client.send(envelope.encode())
+            assert [r[:9] for r in await client.replies(4)] == ["250 2.1.0", "250 2.1.5", "250 2.1.5", "354 End d"]
+            client.send(b"Subject: big\r\n\r\n" + b"x" * 600 + b"\r\n.\r\n")
+            assert (await client.reply()).startswith("452 4.2.2 ")
+        assert delivered == []
+        assert stats.messages_refused == 3
+        # A message that fits both is delivered to both.
+        client.send(envelope.encode())
+        await client.replies(4)
+        client.send(b"Subject: small\r\n\r\nhi\r\n.\r\n")
+        assert (await client.reply()).startswith("250 2.0.0 ")
+        assert delivered == [[1, 2]]
+        await client.close()
+    finally:
+        listener.close()
+        await listener.wait_closed()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from whymail.smtp.replies import SmtpReply
@@ -57,6 +57,21 @@ def rcpt_reply(resolution, ctx: RcptContext, usage_of: Callable[[int], int]) -> 
     if not resolution.users:
         return UNKNOWN_USER
     return RECIPIENT_OK
+
+
+def quota_reply(recipients: Iterable, size: int, usage_of: Callable[[int], int]) -> SmtpReply | None:
+    """MAILBOX_FULL when a message of `size` bytes would take any recipient over its quota, else None.
+
+    For the end of DATA, before anything is stored: the message is delivered to every recipient or to
+    none, so a client that retries after the 452 does not store one more copy for the recipients that
+    had room. `recipients` have `user_id` and `quota_bytes` (0: unlimited); `usage_of(user_id)` gives
+    the freshest known storage use. The shard still checks (it knows the exact usage).
+    """
+    for recipient in recipients:
+        quota = recipient.quota_bytes
+        if quota and usage_of(recipient.user_id) + size > quota:
+            return MAILBOX_FULL
+    return None
 
 
 def declared_size(mail_options: list[str]) -> int:

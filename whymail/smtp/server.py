@@ -169,6 +169,7 @@ class InboundHandler:
         envelope.mail_options.extend(mail_options)
         envelope.whymail_size = size  # type: ignore[attr-defined]
         envelope.whymail_users = {}  # type: ignore[attr-defined]
+        envelope.whymail_storage_used = {}  # type: ignore[attr-defined]  # the snapshot's, per user id
         return str(policy.SENDER_OK)
 
     async def handle_RCPT(self, server, session: Session, envelope: Envelope, address: str, rcpt_options):
@@ -187,7 +188,9 @@ class InboundHandler:
             max_recipients=self._config.server.smtp.max_recipients,
             declared_size=getattr(envelope, "whymail_size", 0),
         )
-        known_usage = {u.user_id: u.storage_used for u in resolution.users}
+        known_usage: dict[int, int] = envelope.whymail_storage_used  # type: ignore[attr-defined]
+        for user in resolution.users:
+            known_usage[user.user_id] = user.storage_used
         reply = policy.rcpt_reply(resolution, ctx, self._usage_of(known_usage))
         if not reply.is_success:
             self._stats.recipients_refused += 1
@@ -218,8 +221,13 @@ class InboundHandler:
             timestamp=time.time(),
         )
         body = header + (envelope.original_content or b"")
-        outcomes = await self._deliver(body, list(users.values()), envelope.mail_from or "")
-        reply = outcome_reply(outcomes, queue_id)
+        # All recipients or none: refuse before storing if the message does not fit one of them, else
+        # the shards would store it for the others and the client's retry would add another copy.
+        known_usage: dict[int, int] = getattr(envelope, "whymail_storage_used", {})
+        reply = policy.quota_reply(users.values(), len(body), self._usage_of(known_usage))
+        if reply is None:
+            outcomes = await self._deliver(body, list(users.values()), envelope.mail_from or "")
+            reply = outcome_reply(outcomes, queue_id)
         self._stats.count(reply)
         if reply.is_success:
             self._stats.messages_accepted += 1
