@@ -243,7 +243,11 @@ class InboundHandler:
         return str(reply)
 
     async def handle_exception(self, error: Exception) -> str:
-        log.error("smtp session error: %r", error, exc_info=error)
+        if isinstance(error, ssl.SSLError | ConnectionError):
+            # Scanners and broken clients on port 25: routine, not a server fault.
+            log.info("smtp session ended by a client error: %r", error)
+        else:
+            log.error("smtp session error: %r", error, exc_info=error)
         return str(policy.TRY_AGAIN)
 
 
