@@ -128,3 +128,26 @@ async def test_a_maildir_removed_by_an_operator_is_recreated(
     report = await store.deliver_batch(_batch([users["c"]]))
     assert report.outcomes[0].ok
     assert len(list((tmp_path / "maildir" / domain / "c" / "new").iterdir())) == 1
+
+
+async def test_concurrent_batches_never_take_a_user_over_quota(store: MailStore, pg_dsn: str, unique: str) -> None:
+    domain = f"cq{unique}.test"
+    users = await _users(pg_dsn, domain, "q")
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("UPDATE users SET quota_bytes = 1500 WHERE id = $1", users["q"].user_id)
+    finally:
+        await conn.close()
+    limited = users["q"].model_copy(update={"quota_bytes": 1500})
+    big = b"Subject: big\r\n\r\n" + b"x" * 1000 + b"\r\n"
+    batches = [
+        DeliveryBatch(bodies=[big], items=[_batch([limited]).items[0]]) for _ in range(2)
+    ]
+    reports = await asyncio.gather(*(store.deliver_batch(b) for b in batches))
+    assert sorted(r.outcomes[0].ok for r in reports) == [False, True]
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        used = await conn.fetchval("SELECT storage_used FROM users WHERE id = $1", users["q"].user_id)
+    finally:
+        await conn.close()
+    assert used == len(big)

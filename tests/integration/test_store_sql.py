@@ -77,3 +77,19 @@ async def test_a_failed_store_reserves_nothing_and_counts_nothing(pg_dsn: str, u
         assert stored.reserved[inbox][0] == 2
     finally:
         await conn.close()
+
+
+async def test_the_quota_is_a_hard_limit_in_sql(pg_dsn: str, unique: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        user_id, inbox, _junk = await _user(conn, f"q{unique}.test")
+        await conn.execute("UPDATE users SET quota_bytes = 1500 WHERE id = $1", user_id)
+        await store_messages(conn, [_message(inbox, user_id, 0, [], size=1000)])
+        with pytest.raises(asyncpg.NotNullViolationError):
+            await store_messages(conn, [_message(inbox, user_id, 0, [], size=1000)])
+        row = await conn.fetchrow("SELECT storage_used, message_count FROM users WHERE id = $1", user_id)
+        assert tuple(row) == (1000, 1)
+        assert await conn.fetchval("SELECT count(*) FROM messages WHERE user_id = $1", user_id) == 1
+        await store_messages(conn, [_message(inbox, user_id, 0, [], size=500)])  # exactly at the quota
+    finally:
+        await conn.close()

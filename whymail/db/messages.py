@@ -107,16 +107,18 @@ WITH mb AS (
         UPDATE users AS u
            SET message_count = u.message_count + d.n, storage_used = u.storage_used + d.bytes
           FROM unnest($5::bigint[], $6::bigint[], $7::bigint[]) AS d(id, n, bytes)
-         WHERE u.id = d.id
+         WHERE u.id = d.id AND (u.quota_bytes = 0 OR u.storage_used + d.bytes <= u.quota_bytes)
      RETURNING u.id, u.storage_used),
      ins AS (
         INSERT INTO messages (mailbox_id, uid, modseq, flags, {", ".join(_INSERTED)})
-        SELECT r.mailbox_id, mb.first_uid + r.position, mb.modseq,
+        SELECT r.mailbox_id, CASE WHEN us.id IS NOT NULL THEN mb.first_uid + r.position END, mb.modseq,
                CASE WHEN r.flags = '' THEN '{{}}'::text[] ELSE string_to_array(r.flags, chr(1)) END,
                {", ".join(f"r.{f}" for f in _INSERTED)}
           FROM unnest({params}) AS r({", ".join(_FIELDS)})
-          -- A vanished mailbox leaves uid NULL: the NOT NULL violation aborts the whole statement.
+          -- A vanished mailbox, or a user the batch would take over quota, leaves uid NULL: the
+          -- NOT NULL violation aborts the whole statement, so nothing is stored half.
           LEFT JOIN mb ON mb.id = r.mailbox_id
+          LEFT JOIN us ON us.id = r.user_id
      RETURNING 1)
 SELECT TRUE AS is_mailbox, id, first_uid AS a, modseq AS b FROM mb
 UNION ALL
@@ -131,7 +133,8 @@ _STORE_MESSAGES = _store_sql()
 async def store_messages(conn: asyncpg.Connection, messages: list[NewMessage]) -> StoredBatch:
     """Reserve UIDs, insert the rows and count them, in ONE statement (one round trip, atomic).
 
-    Raises asyncpg.NotNullViolationError, with nothing stored, when a mailbox no longer exists.
+    Raises asyncpg.NotNullViolationError, with nothing stored, when a mailbox no longer exists or
+    a user would go over quota (the hard limit, whatever the callers' caches believed).
 
     Every mailbox of the batch gets its UIDs reserved and HIGHESTMODSEQ bumped once; row locks
     serialise concurrent writers, and a failed statement reserves nothing, so UIDs stay strictly
