@@ -500,22 +500,21 @@ class WhyMailSMTP(SMTP):
             return None
         return result
 
-    @syntax("EHLO hostname")
-    async def smtp_EHLO(self, hostname: str) -> None:
-        # RFC 2034 §3: no enhanced codes in the replies to EHLO/HELO.
+    async def _greeting_reply(self, command, hostname: str) -> None:
+        # RFC 2034 §3: no enhanced codes in the replies to EHLO/HELO (their syntax errors keep one).
         self._raw_reply = bool(hostname)
         try:
-            await super().smtp_EHLO(hostname)
+            await command(hostname)
         finally:
             self._raw_reply = False
 
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        await self._greeting_reply(super().smtp_EHLO, hostname)
+
     @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str) -> None:
-        self._raw_reply = bool(hostname)
-        try:
-            await super().smtp_HELO(hostname)
-        finally:
-            self._raw_reply = False
+        await self._greeting_reply(super().smtp_HELO, hostname)
 
 
 def smtp_factory(
