@@ -11,7 +11,7 @@ so that whatever a model holds can be encoded as legal IMAP syntax:
 
 As a result `response_parser.parse_response(encode_response(r)) == r` holds for every model.
 Mailbox names are plain `str` already in modified UTF-7 (the session layer encodes them).
-The FETCH items live in `fetch_items` and the token checks in `wire_checks`; both are re-exported
+The FETCH data items live in `fetch_data` and the token checks in `wire_checks`; both are re-exported
 here, so `whymail.imap.responses` is the one import for the session layer.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from whymail.imap.fetch_items import (
+from whymail.imap.fetch_data import (
     ADDRESS_FIELDS,
     Address,
     Envelope,

@@ -1,4 +1,4 @@
-"""FETCH response items (RFC 3501 §7.4.2, RFC 7162 MODSEQ) and the nested values of BODYSTRUCTURE.
+"""FETCH response data items (RFC 3501 §7.4.2, RFC 7162 MODSEQ) and the nested values of BODYSTRUCTURE.
 
 The MIME layer hands a body structure over as a neutral `Value` tree; `Envelope` and `Address` are
 typed because their address lists are juxtaposed on the wire and need no guessing.
