@@ -385,3 +385,19 @@ def test_starttls_is_offered_and_the_received_header_says_esmtps(mail_system: Ma
     assert [r["subject"] for r in rows] == ["secret"]
     head = (mail_system.maildir_root / rows[0]["maildir_path"]).read_bytes()[:300]
     assert b"with ESMTPS id" in head
+
+
+def test_the_maildir_is_standard_maildir_plus_plus(mail_system: MailSystem, domain: str) -> None:
+    """Python's own Maildir reader (as mutt/Dovecot would) sees the message and the folders."""
+    import mailbox
+
+    alice = f"mdir@{domain}"
+    mail_system.add_user(alice)
+    with smtplib.SMTP("127.0.0.1", mail_system.smtp_port, timeout=30) as smtp:
+        smtp.send_message(_message("bob@example.org", [alice], "maildir reader"))
+    inbox = mailbox.Maildir(mail_system.maildir_root / domain / "mdir", factory=None, create=False)
+    messages = list(inbox)
+    assert [m["Subject"] for m in messages] == ["maildir reader"]
+    assert messages[0].get_subdir() == "new"
+    stored_name = mail_system.messages_of(alice)[0]["maildir_path"].rsplit("/", 1)[1]
+    assert list(inbox.keys()) == [stored_name.split(":")[0]]
