@@ -1,0 +1,174 @@
+"""One IMAP connection over asyncio streams: bytes in -> CommandReader -> Session -> encoder -> bytes out.
+
+This is the thin I/O shell around the sans-I/O core (no Ray here either): it owns the socket, the
+STARTTLS upgrade, literal continuations, the AUTHENTICATE exchange, IDLE (waiting for changes and
+for DONE at once) and the autologout timer (RFC 3501 §5.4: at least 30 minutes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import uuid
+from collections.abc import Iterator
+
+from whymail.imap import commands as cmds
+from whymail.imap.encoder import encode_response
+from whymail.imap.parser import (
+    CommandEvent,
+    CommandReader,
+    ContinuationNeeded,
+    IdleDone,
+    LineEvent,
+    ParseErrorEvent,
+    ReaderEvent,
+)
+from whymail.imap.responses import Continuation, Tagged, Untagged
+
+log = logging.getLogger("whymail.imap")
+
+READ_SIZE = 64 * 1024
+IDLE_POLL = 25.0  # seconds one wait_changes call may last before it is renewed
+
+
+class ImapConnection:
+    """Serves one client until LOGOUT, disconnect or autologout."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        session,  # whymail.imap.session.Session
+        *,
+        tls_context: ssl.SSLContext | None,
+        idle_timeout: float = 1800.0,
+        greeting: str = "WhyMail IMAP4rev1 ready",
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._session = session
+        self._tls_context = tls_context
+        self._idle_timeout = idle_timeout
+        self._greeting = greeting
+        self._commands = CommandReader()
+        self._closing = False
+        self.session_id = uuid.uuid4().hex[:12]
+
+    async def _send(self, responses) -> None:
+        for response in responses:
+            self._writer.write(encode_response(response))
+            if isinstance(response, Untagged) and response.status == "BYE":
+                self._closing = True
+        await self._writer.drain()
+
+    async def _read(self) -> bytes:
+        return await asyncio.wait_for(self._reader.read(READ_SIZE), timeout=self._idle_timeout)
+
+    async def run(self) -> None:
+        """Greet, then serve commands; never raises (errors end this connection only)."""
+        try:
+            await self._send([Untagged("OK", self._greeting)])
+            while not self._closing:
+                try:
+                    data = await self._read()
+                except TimeoutError:
+                    await self._send([Untagged("BYE", "Autologout; idle for too long")])
+                    break
+                if not data:
+                    break
+                await self._process(self._commands.feed(data))
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
+            log.info("imap connection ended: %r", exc, extra={"session_id": self.session_id})
+        except Exception:
+            log.exception("imap connection failed", extra={"session_id": self.session_id})
+            with contextlib.suppress(Exception):
+                await self._send([Untagged("BYE", "Internal server error")])
+        finally:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+
+    async def _process(self, events: Iterator[ReaderEvent]) -> None:
+        for event in events:
+            if self._closing:
+                return
+            if isinstance(event, ContinuationNeeded):
+                await self._send([Continuation("Ready for literal data")])
+            elif isinstance(event, ParseErrorEvent):
+                error = event.error
+                if error.tag:
+                    await self._send([Tagged(error.tag, "BAD", error.text)])
+                else:
+                    await self._send([Untagged("BAD", error.text)])
+            elif isinstance(event, LineEvent):
+                await self._send(await self._session.continue_authenticate(event.line))
+                if self._session.awaiting_sasl:
+                    self._commands.expect_line()
+            elif isinstance(event, IdleDone):
+                await self._send([Untagged("BAD", "DONE without IDLE")])
+            elif isinstance(event, CommandEvent):
+                await self._command(event.command, events)
+
+    async def _command(self, command, events: Iterator[ReaderEvent]) -> None:
+        if isinstance(command, cmds.Idle):
+            await self._idle(command, events)
+            return
+        responses = await self._session.handle(command)
+        await self._send(responses)
+        if isinstance(command, cmds.StartTls) and _ok(responses) and self._tls_context is not None:
+            # RFC 3501 §6.2.1 / RFC 7817: bytes pipelined after STARTTLS are discarded (no injection).
+            self._commands = CommandReader()
+            await self._writer.start_tls(self._tls_context)
+            self._session.tls_started()
+        elif isinstance(command, cmds.Authenticate) and self._session.awaiting_sasl:
+            self._commands.expect_line()
+
+    async def _idle(self, command, events: Iterator[ReaderEvent]) -> None:
+        responses = await self._session.handle(command)
+        await self._send(responses)
+        if not any(isinstance(r, Continuation) for r in responses):
+            return  # refused (wrong state): the tagged NO/BAD was sent
+        self._commands.expect_idle_done()
+        # DONE may already be buffered behind IDLE.
+        for event in events:
+            if isinstance(event, IdleDone):
+                await self._send(await self._session.idle_done())
+                return
+            await self._process(iter([event]))
+            return
+        reading = asyncio.ensure_future(self._read())
+        waiting = asyncio.ensure_future(self._session.idle_wait(IDLE_POLL))
+        try:
+            while True:
+                done, _ = await asyncio.wait({reading, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                if waiting in done:
+                    await self._send(waiting.result())
+                    waiting = asyncio.ensure_future(self._session.idle_wait(IDLE_POLL))
+                if reading in done:
+                    try:
+                        data = reading.result()
+                    except TimeoutError:
+                        await self._send([Untagged("BYE", "Autologout; idle for too long")])
+                        return
+                    if not data:
+                        self._closing = True
+                        return
+                    more = self._commands.feed(data)
+                    for event in more:
+                        if isinstance(event, IdleDone):
+                            waiting.cancel()
+                            await self._send(await self._session.idle_done())
+                            await self._process(more)
+                            return
+                        await self._process(iter([event]))  # a bad line ends IDLE with BAD
+                        await self._process(more)
+                        return
+                    reading = asyncio.ensure_future(self._read())
+        finally:
+            for task in (reading, waiting):
+                task.cancel()
+
+
+def _ok(responses) -> bool:
+    return bool(responses) and isinstance(responses[-1], Tagged) and responses[-1].status == "OK"
