@@ -29,6 +29,9 @@ class Cluster:
     directory: object = None
     smtp_gateways: list = field(default_factory=list)
     smtp_port: int = 0
+    imap_gateways: list = field(default_factory=list)
+    imap_port: int = 0
+    imaps_port: int = 0
 
 
 def start_ray(address: str, namespace: str) -> None:
@@ -49,9 +52,17 @@ def start_ray(address: str, namespace: str) -> None:
         )
 
 
-def start_actors(runtime: Runtime, *, smtp_port: int | None = None, gateways: int = 1) -> Cluster:
-    """Create (or find, when attaching) the shards, the Directory and the SMTP gateway(s); wait ready."""
-    from gateways.smtp import SmtpGateway  # gateways import actors, not the reverse
+def start_actors(
+    runtime: Runtime,
+    *,
+    smtp_port: int | None = None,
+    imap_port: int | None = None,
+    imaps_port: int | None = None,
+    gateways: int = 1,
+) -> Cluster:
+    """Create (or find, when attaching) the shards, the Directory and the gateways; wait until ready."""
+    from gateways.imap import ImapGateway  # gateways import actors, not the reverse
+    from gateways.smtp import SmtpGateway
 
     namespace = runtime.config.ray.namespace
     names = [shard_name(i) for i in range(runtime.config.ray.shards)]
@@ -65,19 +76,29 @@ def start_actors(runtime: Runtime, *, smtp_port: int | None = None, gateways: in
         cluster.smtp_gateways.append(
             SmtpGateway.options(name=f"smtp-gateway-{index}", **common).remote(runtime, names, namespace, smtp_port)
         )
+        cluster.imap_gateways.append(
+            ImapGateway.options(name=f"imap-gateway-{index}", **common).remote(
+                runtime, names, namespace, imap_port, imaps_port
+            )
+        )
     ports = ray.get([gateway.ready.remote() for gateway in cluster.smtp_gateways])
     cluster.smtp_port = ports[0]
-    log.info("actors ready: %d shards, %d smtp gateway(s) on port %d", len(names), gateways, cluster.smtp_port)
+    cluster.imap_port, cluster.imaps_port = ray.get(cluster.imap_gateways[0].ready.remote())
+    log.info(
+        "actors ready: %d shards, %d gateway(s) of each kind: SMTP %d, IMAP %d, IMAPS %d",
+        len(names), gateways, cluster.smtp_port, cluster.imap_port, cluster.imaps_port,
+    )
     return cluster
 
 
 def stop_actors(cluster: Cluster, grace: float = 10.0) -> None:
     """Graceful stop: gateways stop accepting and drain, then every actor is killed."""
     try:
-        ray.get([gateway.stop.remote(grace) for gateway in cluster.smtp_gateways], timeout=grace + 5)
+        gateways = [*cluster.smtp_gateways, *cluster.imap_gateways]
+        ray.get([gateway.stop.remote(grace) for gateway in gateways], timeout=grace + 5)
     except Exception as exc:  # a gateway that is already gone needs no draining
         log.warning("gateway stop: %r", exc)
-    for handle in [*cluster.smtp_gateways, cluster.directory, *cluster.shards]:
+    for handle in [*cluster.smtp_gateways, *cluster.imap_gateways, cluster.directory, *cluster.shards]:
         if handle is not None:
             try:
                 ray.kill(handle, no_restart=True)

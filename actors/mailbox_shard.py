@@ -13,7 +13,9 @@ from whymail.db.pool import create_pool
 from whymail.logs import setup_logging
 from whymail.runtime import Runtime
 from whymail.store.delivery import MailStore
+from whymail.store.mailbox_ops import MailboxOps
 from whymail.store.models import DeliveryBatch, DeliveryReport
+from whymail.store.notifier import ChangeNotifier
 
 log = logging.getLogger("whymail.shard")
 
@@ -29,18 +31,31 @@ class MailboxShard:
         # fsync releases the GIL: ~20 threads is where parallel Maildir writes stop scaling (DESIGN.md).
         self._executor = ThreadPoolExecutor(max_workers=20, thread_name_prefix=f"{name}-io")
         self._store: MailStore | None = None
+        self._ops: MailboxOps | None = None
         self._starting = asyncio.get_event_loop().create_task(self._start())
 
     async def _start(self) -> MailStore:
         db = self._runtime.config.db
         pool = await create_pool(self._runtime.dsn, min_size=db.min_pool, max_size=db.max_pool)
-        self._store = MailStore(
+        notifier = ChangeNotifier()
+        store = MailStore(
             pool,
             self._runtime.maildir_root,
             self._runtime.config.server.hostname,
             fsync=self._runtime.config.storage.fsync,
             executor=self._executor,
+            notifier=notifier,
         )
+        self._ops = MailboxOps(
+            pool,
+            self._runtime.maildir_root,
+            self._runtime.config.server.hostname,
+            fsync=self._runtime.config.storage.fsync,
+            executor=self._executor,
+            notifier=notifier,
+            on_user_changed=store.forget_user,
+        )
+        self._store = store
         log.info("shard %s ready", self._name)
         return self._store
 
@@ -69,3 +84,19 @@ class MailboxShard:
         """Drop cached state of a user after a directory change."""
         store = await self._ready_store()
         store.forget_user(user_id)
+
+    async def mailbox_op(self, operation: str, *args, **kwargs):
+        """Run one IMAP write (store_flags, expunge, copy, move, append, create/delete/rename_mailbox,
+        set_subscribed) or the IDLE long-poll `wait_changes`, for a user this shard owns."""
+        await self._ready_store()
+        if operation not in MAILBOX_OPERATIONS:
+            raise ValueError(f"unknown mailbox operation {operation!r}")
+        return await getattr(self._ops, operation)(*args, **kwargs)
+
+
+MAILBOX_OPERATIONS = frozenset(
+    {
+        "store_flags", "expunge", "copy", "move", "append", "create_mailbox", "delete_mailbox",
+        "rename_mailbox", "set_subscribed", "wait_changes",
+    }
+)

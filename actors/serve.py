@@ -85,10 +85,13 @@ def serve(config: Config, state_dir: Path, args: argparse.Namespace) -> int:
     # After ray.init, which installs handlers of its own: ours drain the gateways first.
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    cluster = start_actors(runtime, smtp_port=args.smtp_port)
+    cluster = start_actors(
+        runtime, smtp_port=args.smtp_port, imap_port=args.imap_port, imaps_port=args.imaps_port
+    )
     smtp = config.server.smtp
     print(
-        f"WhyMail ready: SMTP on {smtp.host}:{cluster.smtp_port}, {len(cluster.shard_names)} shard(s), "
+        f"WhyMail ready: SMTP on {smtp.host}:{cluster.smtp_port}, IMAP on {config.server.imap.host}:"
+        f"{cluster.imap_port} (IMAPS {cluster.imaps_port}), {len(cluster.shard_names)} shard(s), "
         f"state in {state_dir}, domains: {', '.join(config.local_domains)}",
         flush=True,
     )

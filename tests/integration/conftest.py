@@ -143,7 +143,7 @@ def mail_system(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     runtime = Runtime(config=config, state_dir=str(state_dir), dsn=pg_dsn, redis_addr=REDIS_ADDR)
     runtime.maildir_root.mkdir(parents=True, exist_ok=True)
     start_ray("", config.ray.namespace)
-    cluster = start_actors(runtime, smtp_port=0)
+    cluster = start_actors(runtime, smtp_port=0, imap_port=0, imaps_port=0)
     system = MailSystem(
         dsn=pg_dsn, smtp_port=cluster.smtp_port, maildir_root=runtime.maildir_root, cluster=cluster, runtime=runtime
     )

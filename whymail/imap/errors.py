@@ -39,3 +39,16 @@ def excerpt(data: bytes | str) -> str:
 
 def _ascii_only(text: str) -> str:
     return "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+
+
+class CommandError(Exception):
+    """The session refuses the current command: rendered once as `tag NO|BAD [code] text`.
+
+    `code` is a response-code model from `whymail.imap.responses` (or None).
+    """
+
+    def __init__(self, status: str, text: str, code: object = None) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+        self.code = code

@@ -96,14 +96,10 @@ class ImapConnection:
             if isinstance(event, ContinuationNeeded):
                 await self._send([Continuation("Ready for literal data")])
             elif isinstance(event, ParseErrorEvent):
-                error = event.error
-                if error.tag:
-                    await self._send([Tagged(error.tag, "BAD", error.text)])
-                else:
-                    await self._send([Untagged("BAD", error.text)])
+                await self._send(self._session.parse_error(event.error))
             elif isinstance(event, LineEvent):
                 await self._send(await self._session.continue_authenticate(event.line))
-                if self._session.awaiting_sasl:
+                if self._session.awaiting_continuation:
                     self._commands.expect_line()
             elif isinstance(event, IdleDone):
                 await self._send([Untagged("BAD", "DONE without IDLE")])
@@ -121,7 +117,7 @@ class ImapConnection:
             self._commands = CommandReader()
             await self._writer.start_tls(self._tls_context)
             self._session.tls_started()
-        elif isinstance(command, cmds.Authenticate) and self._session.awaiting_sasl:
+        elif isinstance(command, cmds.Authenticate) and self._session.awaiting_continuation:
             self._commands.expect_line()
 
     async def _idle(self, command, events: Iterator[ReaderEvent]) -> None:
@@ -143,7 +139,10 @@ class ImapConnection:
             while True:
                 done, _ = await asyncio.wait({reading, waiting}, return_when=asyncio.FIRST_COMPLETED)
                 if waiting in done:
-                    await self._send(waiting.result())
+                    updates = waiting.result()
+                    await self._send(updates)
+                    if not updates:
+                        await asyncio.sleep(0.05)  # never spin if waiting returns at once
                     waiting = asyncio.ensure_future(self._session.idle_wait(IDLE_POLL))
                 if reading in done:
                     try:

@@ -28,6 +28,7 @@ from whymail.maildir import (
 )
 from whymail.mime.summary import summarize, thread_id
 from whymail.store.models import DeliveryBatch, DeliveryItem, DeliveryOutcome, DeliveryReport
+from whymail.store.notifier import ChangeNotifier
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,16 @@ class MailStore:
     """Writes deliveries for the users one shard owns; caches mailbox ids and storage use."""
 
     def __init__(
-        self, pool: asyncpg.Pool, maildir_root: Path, hostname: str, *, fsync: bool, executor: Executor
+        self,
+        pool: asyncpg.Pool,
+        maildir_root: Path,
+        hostname: str,
+        *,
+        fsync: bool,
+        executor: Executor,
+        notifier: ChangeNotifier | None = None,
     ) -> None:
+        self._notifier = notifier
         self._pool = pool
         self._root = maildir_root
         self._hostname = hostname
@@ -256,6 +265,9 @@ class MailStore:
             )
         # One statement: UIDs, rows and counters commit together or not at all.
         stored = await sql.store_messages(conn, messages)
+        if self._notifier is not None:  # committed: wake IMAP IDLE waiters of these mailboxes
+            for mailbox_id, (_first_uid, modseq) in stored.reserved.items():
+                self._notifier.notify(mailbox_id, modseq)
         for index, message in zip(pending, messages, strict=True):
             first_uid, _modseq = stored.reserved[message.mailbox_id]
             outcomes[index] = DeliveryOutcome(
