@@ -147,11 +147,18 @@ def test_unstuff() -> None:
 
 # --- properties ----------------------------------------------------------------------------------
 
+def _without_crlf(data: bytes) -> bytes:
+    """A line's content may hold a bare CR or LF, never CRLF (one pass of replace can create one)."""
+    while b"\r\n" in data:
+        data = data.replace(b"\r\n", b"\r")
+    return data
+
+
 _LINE = st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
 # Lines rich in what matters: dots, CR, LF (a bare CR or LF inside a line is content).
 _TRICKY_LINE = st.lists(st.sampled_from([b".", b"..", b"\r", b"\n", b"a", b"\xc3\xa9", b" "]), max_size=8).map(
     b"".join
-).map(lambda b: b.replace(b"\r\n", b"\r"))
+).map(_without_crlf)
 
 
 @given(

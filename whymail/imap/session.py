@@ -44,7 +44,6 @@ BASE_CAPABILITIES = (
     "ENABLE", "SPECIAL-USE", "CHILDREN", "CONDSTORE",
 )
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")
-IDLE_POLL = 0.0
 
 
 class State(enum.Enum):
@@ -123,9 +122,11 @@ class Session:
     async def handle(self, command: c.Command) -> list[Response]:
         """Responses to one command, tagged one last; never raises."""
         tag = command.tag
+        interrupted = self._interrupt("expected DONE or an AUTHENTICATE response")
+        return [*interrupted, *await self._handle(command, tag)]
+
+    async def _handle(self, command: c.Command, tag: str) -> list[Response]:
         try:
-            if self._auth is not None or self._idle_tag is not None:
-                raise CommandError("BAD", "a command is already in progress")
             self._check_state(command)
             responses = await self._dispatch(command)
             if self.view is not None and not isinstance(command, c.Idle):
@@ -147,6 +148,9 @@ class Session:
     def parse_error(self, error: ImapParseError) -> list[Response]:
         """The reply to a command the parser rejected (`tag BAD` or `* BAD`)."""
         code = _parse_error_code(error.code) if error.code else None
+        interrupted = self._interrupt(error.text)
+        if interrupted:  # a bad line during IDLE or AUTHENTICATE ends that command (RFC 2177 §3)
+            return interrupted
         if error.tag:
             # RFC 3501 §6.4.4: an unsupported charset is NO [BADCHARSET], not BAD.
             status = "NO" if isinstance(code, BadCharsetCode) else "BAD"
@@ -187,6 +191,9 @@ class Session:
             if not view.pending_expunge:
                 await self.storage.wait_changes(self._account(), view.mailbox_id, view.modseq, timeout)
             return await self._updates(allow_expunge=True)
+        except StorageError:
+            await asyncio.sleep(timeout)  # e.g. the mailbox was deleted: DONE and the next command tell
+            return []
         except Exception:
             log.exception("IMAP session %s: IDLE wait failed", self.session_id)
             return []
@@ -204,6 +211,16 @@ class Session:
         return [*out, Tagged(tag, "OK", "IDLE terminated")]
 
     # --- plumbing -----------------------------------------------------------------------------
+
+    def _interrupt(self, text: str) -> list[Response]:
+        """End a pending IDLE or AUTHENTICATE with `tag BAD` when something else arrives instead."""
+        if self._idle_tag is not None:
+            tag, self._idle_tag = self._idle_tag, None
+            return [Tagged(tag, "BAD", text)]
+        if self._auth is not None:
+            tag, self._auth = self._auth[0], None
+            return [Tagged(tag, "BAD", text)]
+        return []
 
     def _account(self) -> Account:
         assert self.account is not None
@@ -238,6 +255,9 @@ class Session:
             updates = await self._updates(allow_expunge=allow_expunge)
         except StorageError:
             updates = []  # e.g. the mailbox was deleted under us; the next command tells
+        except Exception:  # never let an update failure hide the command's own result
+            log.exception("IMAP session %s: mailbox updates failed", self.session_id)
+            updates = []
         if not updates:
             return responses
         return [*responses[:-1], *updates, responses[-1]]

@@ -103,8 +103,6 @@ async def test_authenticate_plain_multi_step(storage):
     client = Client(new_session(storage))
     assert await client.run("AUTHENTICATE PLAIN") == ["+ "]
     assert client.session.awaiting_continuation
-    busy = await client.run("NOOP")
-    assert busy[0].startswith("T BAD")
     done = wire(await client.session.continue_authenticate(_plain(USER, USER, PASSWORD).encode() + b"\r\n"))
     assert done[0].startswith("T OK") and not client.session.awaiting_continuation
 
@@ -440,8 +438,7 @@ async def test_parse_error_rendering(storage):
 
 async def test_search_charset_checked_by_session(storage):
     client = await selected(storage)
-    command = c.Search("z1", c.Search.__dataclass_fields__["key"].type and parse_command(b"t SEARCH ALL").key,
-                       charset="ISO-2022-JP")
+    command = c.Search("z1", parse_command(b"t SEARCH ALL").key, charset="ISO-2022-JP")
     assert wire(await client.session.handle(command)) == ["T NO [BADCHARSET (US-ASCII UTF-8)] unsupported charset"]
 
 
@@ -464,3 +461,67 @@ async def test_idle_in_authenticated_state(storage):
     assert await client.run("IDLE") == ["+ idling"]
     assert await client.session.idle_wait(0.01) == []
     assert wire(await client.session.idle_done()) == ["T OK IDLE terminated"]
+
+
+async def test_fetch_nested_message_parts(storage):
+    from .session_support import NESTED
+
+    client = await logged_in(storage)
+    await client.append("INBOX", NESTED)
+    await client.ok("SELECT INBOX")
+    structure = (await client.ok("FETCH 1 BODYSTRUCTURE"))[0]
+    assert '("MESSAGE" "RFC822" NIL NIL NIL "7BIT" ' in structure
+    assert '(NIL "inner subject" (("Eve" NIL "eve" "example.com"))' in structure
+    text = (await client.ok("FETCH 1 BODY.PEEK[2.TEXT]"))[0]
+    assert text == "* 1 FETCH (BODY[2.TEXT] {15}\r\ninner body text)"
+    header = (await client.ok("FETCH 1 BODY.PEEK[2.HEADER.FIELDS (SUBJECT)]"))[0]
+    assert "Subject: inner subject" in header
+    envelope = (await client.ok("FETCH 1 ENVELOPE"))[0]
+    assert '"Fwd: hello"' in envelope
+
+
+ALL_LINES = [
+    "CAPABILITY", "NOOP", "ID NIL", "ENABLE CONDSTORE", "NAMESPACE", "STARTTLS", "SELECT INBOX",
+    "EXAMINE Sent", "CREATE x", "DELETE x", "RENAME Junk Spam", "SUBSCRIBE INBOX", "UNSUBSCRIBE INBOX",
+    'LIST "" *', 'LSUB "" *', "STATUS INBOX (MESSAGES)", "CHECK", "SEARCH ALL", "FETCH 1:* FLAGS",
+    "STORE 1 +FLAGS (\\Seen)", "COPY 1 Trash", "MOVE 1 Trash", "UID EXPUNGE 1", "EXPUNGE", "UNSELECT",
+    "CLOSE", f"LOGIN {USER} {PASSWORD}", "AUTHENTICATE PLAIN =", "LOGOUT",
+]
+
+
+@pytest.mark.parametrize("state", ["fresh", "authenticated", "selected", "logged out"])
+async def test_every_command_in_every_state_ends_with_a_tagged_response(storage, state):
+    from whymail.imap.responses import Code, Tagged
+
+    for line in ALL_LINES:
+        if state == "fresh":
+            client = Client(new_session(storage))
+        elif state == "authenticated":
+            client = await logged_in(storage)
+        else:
+            client = await selected(storage)
+            await client.append("INBOX", SIMPLE)
+            if state == "logged out":
+                await client.ok("LOGOUT")
+        responses = await client.responses(line)
+        assert isinstance(responses[-1], Tagged), (state, line, responses)
+        assert responses[-1].code != Code("SERVERBUG"), (state, line, responses)
+
+
+async def test_command_during_authenticate_cancels_it(storage):
+    client = Client(new_session(storage))
+    await client.run("AUTHENTICATE PLAIN")
+    assert await client.run("NOOP") == ["T BAD expected DONE or an AUTHENTICATE response", "T OK NOOP completed"]
+    assert not client.session.awaiting_continuation
+
+
+async def test_bad_line_during_idle_ends_idle(storage):
+    from whymail.imap.errors import ImapParseError
+
+    client = await selected(storage)
+    assert await client.run("IDLE") == ["+ idling"]
+    assert wire(client.session.parse_error(ImapParseError("expected DONE to end IDLE"))) == [
+        "T BAD expected DONE to end IDLE"
+    ]
+    assert not client.session.idling
+    assert await client.run("NOOP") == ["T OK NOOP completed"]
