@@ -66,4 +66,20 @@ def list_responses(
         attrs = mailbox_attributes(box, names, subscribed=show_subscribed)
         out.append(ListResponse(attrs, HIERARCHY_DELIMITER, encode_mailbox(box.name), command))  # type: ignore[arg-type]
         matched.append(box)
+    if command == "LIST" and not only_subscribed and not only_special:
+        out.extend(_implied_parents(names, [r for p, r in zip(patterns, regexes, strict=False) if "%" in p]))
     return out, matched
+
+
+def _implied_parents(names: set[str], regexes: list[re.Pattern[str]]) -> list[ListResponse]:
+    """RFC 3501 §6.3.8: with `%`, a level that exists only as a parent is listed as \\Noselect."""
+    parents = {
+        HIERARCHY_DELIMITER.join(name.split(HIERARCHY_DELIMITER)[:depth])
+        for name in names
+        for depth in range(1, name.count(HIERARCHY_DELIMITER) + 1)
+    }
+    return [
+        ListResponse(("\\Noselect", "\\HasChildren"), HIERARCHY_DELIMITER, encode_mailbox(parent))
+        for parent in sorted(parents - names)
+        if any(r.fullmatch(parent) for r in regexes)
+    ]

@@ -111,8 +111,7 @@ async def list_mailboxes(s: Session, cmd: c.List | c.Lsub) -> list[Response]:
         out.append(response)
         if cmd.return_status:
             out.append(_status_response(box, cmd.return_status))
-    if not matched:
-        out = list(found)
+    out.extend(found[len(matched):])  # `LIST "" ""` and \Noselect parents name no stored mailbox
     return [*out, Tagged(cmd.tag, "OK", "LIST completed")]
 
 

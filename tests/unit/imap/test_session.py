@@ -525,3 +525,12 @@ async def test_bad_line_during_idle_ends_idle(storage):
     ]
     assert not client.session.idling
     assert await client.run("NOOP") == ["T OK NOOP completed"]
+
+
+async def test_list_percent_shows_parent_that_only_has_children(storage):
+    client = await logged_in(storage)
+    await client.ok("CREATE a/b")
+    await client.ok("DELETE a")
+    assert (await client.ok('LIST "" %'))[-2] == '* LIST (\\Noselect \\HasChildren) "/" a'
+    assert '* LIST (\\HasNoChildren) "/" a/b' in await client.ok('LIST "" *')
+    assert not any(line.endswith('"/" a') for line in await client.ok('LIST "" *'))
