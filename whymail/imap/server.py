@@ -156,7 +156,10 @@ class ImapConnection:
                     more = self._commands.feed(data)
                     for event in more:
                         if isinstance(event, IdleDone):
-                            waiting.cancel()
+                            if waiting.done() and not waiting.cancelled() and waiting.exception() is None:
+                                await self._send(waiting.result())  # already applied to the view: send
+                            else:
+                                waiting.cancel()
                             await self._send(await self._session.idle_done())
                             await self._process(more)
                             return
