@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,13 @@ from whymail.sharding import rendezvous_owner
 from whymail.tls import server_context
 
 log = logging.getLogger("whymail.gateway.imap")
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
 
 
 class ShardMailboxProxy:
@@ -114,7 +122,8 @@ class ImapGateway:
                 self._authenticator,
                 tls_active=implicit_tls,
                 starttls_available=not implicit_tls,
-                allow_plaintext_login=imap.allow_plaintext_login,
+                # Passwords in clear only from this machine (dev); remote clients need TLS first.
+                allow_plaintext_login=imap.allow_plaintext_login and _is_loopback(ip),
                 remote_ip=ip,
             )
             connection = ImapConnection(

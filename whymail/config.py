@@ -42,7 +42,9 @@ class ImapConfig(_Section):
     port: int = Field(1143, ge=0, le=65535, description="IMAP port with STARTTLS (143 in production)")
     imaps_port: int = Field(1993, ge=0, le=65535, description="Implicit-TLS IMAP port (993)")
     idle_timeout: float = Field(1800.0, gt=0, description="Seconds before an idle session is logged out")
-    allow_plaintext_login: bool = Field(True, description="Allow LOGIN before TLS (dev on loopback only)")
+    allow_plaintext_login: bool = Field(
+        True, description="Allow LOGIN/AUTHENTICATE before TLS, for clients on loopback only (dev)"
+    )
 
 
 class HttpConfig(_Section):
