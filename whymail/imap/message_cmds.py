@@ -53,7 +53,11 @@ async def close(s: Session, cmd: c.Close | c.Unselect) -> list[Response]:
 
     view = _view(s)
     if isinstance(cmd, c.Close) and not view.read_only:
-        await s.storage.expunge(s._account(), view.mailbox_id)
+        try:
+            await s.storage.expunge(s._account(), view.mailbox_id)
+        except StorageError as err:
+            if err.code != "CANNOT":  # e.g. the virtual Starred mailbox: nothing to expunge, CLOSE still closes
+                raise
     s.view = None
     s.state = State.AUTHENTICATED
     return [Tagged(cmd.tag, "OK", f"{type(cmd).__name__.upper()} completed")]
