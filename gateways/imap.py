@@ -16,12 +16,14 @@ from pathlib import Path
 
 import ray
 
+from whymail.auth.lockout import GuardedAuthenticator, LoginGuard
+from whymail.db.audit import LoginAudit
 from whymail.db.pool import create_pool
 from whymail.imap.pg_storage import PgAuthenticator, PgStorage
 from whymail.imap.server import ImapConnection
 from whymail.imap.session import Session
 from whymail.logs import setup_logging
-from whymail.ratelimit import ConnectionCounter
+from whymail.ratelimit import ConnectionCounter, redis_client
 from whymail.runtime import Runtime
 from whymail.sharding import rendezvous_owner
 from whymail.tls import server_context
@@ -75,6 +77,7 @@ class ImapGateway:
         self._limits = ConnectionCounter(
             runtime.config.limits.max_connections_per_ip, runtime.config.limits.max_connections
         )
+        self._user_connections = ConnectionCounter(runtime.config.limits.max_imap_connections_per_user, 2**62)
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="imap-io")
         self._started = asyncio.get_event_loop().create_task(self._start())
 
@@ -84,7 +87,21 @@ class ImapGateway:
         shards = {name: ray.get_actor(name, namespace=self._namespace) for name in self._shard_names}
         proxy = ShardMailboxProxy(shards)
         self._storage = PgStorage(pool, self._runtime.maildir_root, proxy, proxy, executor=self._executor)
-        self._authenticator = PgAuthenticator(pool, executor=self._executor)
+        auth = config.auth
+        guard = LoginGuard(
+            max_per_ip=auth.max_failures_per_ip,
+            max_per_account=auth.max_failures_per_account,
+            window=auth.failure_window,
+            lockout=auth.lockout_seconds,
+            redis_client=redis_client(self._runtime.redis_addr, db=config.redis.db, password=config.redis.password)
+            if self._runtime.redis_addr
+            else None,
+            prefix=f"whymail:{self._namespace}:login",
+        )
+        self._authenticator = GuardedAuthenticator(
+            PgAuthenticator(pool, executor=self._executor), guard, LoginAudit(pool),
+            delay=auth.login_failure_delay, protocol="imap",
+        )
         self._tls = server_context(config.server.tls, Path(self._runtime.state_dir), config.server.hostname)
         host = config.server.imap.host
         plain = await asyncio.start_server(
@@ -115,6 +132,7 @@ class ImapGateway:
         task = asyncio.current_task()
         if task is not None:
             self._connections.add(task)
+        session: Session | None = None
         try:
             imap = self._runtime.config.server.imap
             session = Session(
@@ -125,6 +143,7 @@ class ImapGateway:
                 # Passwords in clear only from this machine (dev); remote clients need TLS first.
                 allow_plaintext_login=imap.allow_plaintext_login and _is_loopback(ip),
                 remote_ip=ip,
+                user_connections=self._user_connections,
             )
             connection = ImapConnection(
                 reader, writer, session, tls_context=None if implicit_tls else self._tls,
@@ -133,6 +152,8 @@ class ImapGateway:
             await connection.run()
         finally:
             self._limits.release(ip)
+            if session is not None and session.account is not None:
+                self._user_connections.release(str(session.account.user_id))
             if task is not None:
                 self._connections.discard(task)
 

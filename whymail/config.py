@@ -112,6 +112,13 @@ class AuthConfig(_Section):
     refresh_token_ttl: int = Field(2_592_000, gt=0, description="Lifetime of a refresh token, seconds")
     bcrypt_rounds: int = Field(12, ge=4, le=16, description="bcrypt cost factor for new passwords")
     allow_insecure_auth: bool = Field(False, description="Offer AUTH before TLS (dev on loopback only)")
+    login_failure_delay: float = Field(1.0, ge=0, le=30, description="Seconds a failed login waits before its answer")
+    max_failures_per_ip: int = Field(20, gt=0, description="Failed logins from one IP per window before a lockout")
+    max_failures_per_account: int = Field(
+        10, gt=0, description="Failed logins for one account per window before a lockout"
+    )
+    failure_window: int = Field(900, gt=0, description="Window in which failed logins are counted, seconds")
+    lockout_seconds: int = Field(900, gt=0, description="How long an IP or account stays locked out, seconds")
 
 
 class LimitsConfig(_Section):
@@ -123,6 +130,9 @@ class LimitsConfig(_Section):
     connections_per_minute: int = Field(600, gt=0, description="New SMTP connections one IP may open per minute")
     per_user_daily_send: int = Field(1000, gt=0, description="Messages one user may submit per day")
     default_quota: int = Field(1_073_741_824, ge=0, description="Default mailbox quota in bytes (0: none)")
+    max_imap_connections_per_user: int = Field(
+        50, gt=0, description="Concurrent logged-in IMAP sessions of one user, per gateway"
+    )
 
 
 class CorsConfig(_Section):

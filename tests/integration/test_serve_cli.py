@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import smtplib
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -103,9 +106,18 @@ def test_serve_with_dsn_sees_whymailctl_user_within_a_second_and_stops_on_sigter
             _stop(proc, tmp_path / "serve.log")
 
 
+@pytest.fixture
+def embedded_state() -> Iterator[Path]:
+    """A state dir outside pytest's 0700 temp tree: the embedded PostgreSQL runs as its own user
+    and must reach it, and a concurrent pytest run resets that tree's permissions."""
+    path = Path(tempfile.mkdtemp(prefix="whymail-embedded-"))
+    yield path / "state"
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_serve_on_embedded_defaults_uses_its_state_dir(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+def test_serve_on_embedded_defaults_uses_its_state_dir(tmp_path: Path, embedded_state: Path) -> None:
+    state = embedded_state
     env = _env(WHYMAIL_STATE_DIR=str(state), WHYMAIL__RAY__NAMESPACE="embedded-test")
     proc, port = _start_server(["serve", "--smtp-port", "0", "--imap-port", "0", "--imaps-port", "0"], env, tmp_path / "serve.log")
     try:

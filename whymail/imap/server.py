@@ -57,10 +57,10 @@ class ImapConnection:
         self.session_id = uuid.uuid4().hex[:12]
 
     async def _send(self, responses) -> None:
-        for response in responses:
-            self._writer.write(encode_response(response))
-            if isinstance(response, Untagged) and response.status == "BYE":
-                self._closing = True
+        # One write per command: a LIST of N mailboxes is one send, not N+1.
+        self._writer.write(b"".join(encode_response(response) for response in responses))
+        if any(isinstance(r, Untagged) and r.status == "BYE" for r in responses):
+            self._closing = True
         await self._writer.drain()
 
     async def _read(self) -> bytes:

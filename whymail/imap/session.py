@@ -34,6 +34,7 @@ from whymail.imap.responses import (
 )
 from whymail.imap.storage import HIERARCHY_DELIMITER, Account, Authenticator, MailStorage, StorageError
 from whymail.imap.view import BadSequence, MailboxView
+from whymail.ratelimit import ConnectionCounter
 
 log = logging.getLogger(__name__)
 _session_ids = itertools.count(1)
@@ -76,6 +77,7 @@ class Session:
         starttls_available: bool = True,
         allow_plaintext_login: bool = False,
         remote_ip: str = "",
+        user_connections: ConnectionCounter | None = None,
     ) -> None:
         self.storage = storage
         self.authenticator = authenticator
@@ -83,6 +85,8 @@ class Session:
         self.starttls_available = starttls_available
         self.allow_plaintext_login = allow_plaintext_login
         self.remote_ip = remote_ip
+        # Logged-in sessions per user; the owner of the counter releases `account.user_id` at the end.
+        self.user_connections = user_connections
         self.session_id = next(_session_ids)
         self.state = State.NOT_AUTHENTICATED
         self.account: Account | None = None
@@ -322,6 +326,8 @@ class Session:
         if account is None:
             self.failed_logins += 1
             raise CommandError("NO", "invalid credentials", Code("AUTHENTICATIONFAILED"))
+        if self.user_connections is not None and not self.user_connections.acquire(str(account.user_id)):
+            raise CommandError("NO", "too many connections for this user", Code("LIMIT"))
         self.account = account
         self.state = State.AUTHENTICATED
         return [Tagged(tag, "OK", f"{what} completed", CapabilityCode(self.capabilities()))]
