@@ -105,3 +105,52 @@ def test_idle_client_sees_new_mail_delivered_over_smtp(mail_system: MailSystem, 
         assert b"OK" in line
     finally:
         client.logout()
+
+
+def test_starttls_upgrades_the_plain_port_and_discards_pipelined_bytes(mail_system: MailSystem, domain: str) -> None:
+    user = f"starttls@{domain}"
+    mail_system.add_user(user)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    client = imaplib.IMAP4("127.0.0.1", mail_system.cluster.imap_port, timeout=30)
+    try:
+        assert "STARTTLS" in client.capabilities
+        typ, _ = client.starttls(ssl_context=context)
+        assert typ == "OK"
+        assert isinstance(client.sock, ssl.SSLSocket)
+        assert "STARTTLS" not in client.capabilities, "STARTTLS is not offered again after TLS"
+        assert client.login(user, TEST_PASSWORD)[0] == "OK"
+        assert client.select("INBOX")[0] == "OK"
+    finally:
+        client.logout()
+
+
+def test_starttls_command_injection_is_not_executed(mail_system: MailSystem, domain: str) -> None:
+    """RFC 3501 §6.2.1: a command pipelined behind STARTTLS in clear text must not run after TLS."""
+    import socket
+
+    raw = socket.create_connection(("127.0.0.1", mail_system.cluster.imap_port), timeout=30)
+    try:
+        assert raw.recv(4096).startswith(b"* OK")
+        raw.sendall(b"a STARTTLS\r\nb CAPABILITY\r\n")
+        reply = b""
+        while b"a OK" not in reply:
+            chunk = raw.recv(4096)
+            assert chunk, "connection closed before STARTTLS completed"
+            reply += chunk
+        assert b"b OK" not in reply and b"* CAPABILITY" not in reply
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        tls = context.wrap_socket(raw, server_hostname="localhost")
+        tls.sendall(b"c NOOP\r\n")
+        answer = b""
+        while b"c OK" not in answer:
+            chunk = tls.recv(4096)
+            assert chunk
+            answer += chunk
+        assert b"b OK" not in answer and b"* CAPABILITY" not in answer, "the injected command ran"
+        tls.close()
+    finally:
+        raw.close()

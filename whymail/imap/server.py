@@ -90,8 +90,11 @@ class ImapConnection:
                 self._writer.close()
 
     async def _process(self, events: Iterator[ReaderEvent]) -> None:
+        reader = self._commands
         for event in events:
-            if self._closing:
+            if self._closing or self._commands is not reader:
+                # After STARTTLS the reader was replaced: what the old one still holds came in clear
+                # text before the handshake and is dropped, never executed (RFC 3501 §6.2.1).
                 return
             if isinstance(event, ContinuationNeeded):
                 await self._send([Continuation("Ready for literal data")])
