@@ -12,6 +12,7 @@ import ray
 from whymail.db.pool import create_pool
 from whymail.logs import setup_logging
 from whymail.runtime import Runtime
+from whymail.sharding import rendezvous_owner, shard_name
 from whymail.store.delivery import MailStore
 from whymail.store.mailbox_ops import MailboxOps
 from whymail.store.models import DeliveryBatch, DeliveryReport
@@ -91,6 +92,11 @@ class MailboxShard:
         await self._ready_store()
         if operation not in MAILBOX_OPERATIONS:
             raise ValueError(f"unknown mailbox operation {operation!r}")
+        user_id = args[0] if args else kwargs.get("user_id")
+        owners = [shard_name(i) for i in range(self._runtime.config.ray.shards)]
+        if not isinstance(user_id, int) or rendezvous_owner(user_id, owners) != self._name:
+            # One writer per mailbox: a caller with a stale shard map must not write here.
+            raise ValueError(f"user {user_id!r} is not owned by {self._name}")
         return await getattr(self._ops, operation)(*args, **kwargs)
 
 

@@ -127,7 +127,7 @@ def test_starttls_upgrades_the_plain_port_and_discards_pipelined_bytes(mail_syst
 
 
 def test_starttls_command_injection_is_not_executed(mail_system: MailSystem, domain: str) -> None:
-    """RFC 3501 §6.2.1: a command pipelined behind STARTTLS in clear text must not run after TLS."""
+    """RFC 3501 §6.2.1: a command pipelined behind STARTTLS in clear text must never run."""
     import socket
 
     raw = socket.create_connection(("127.0.0.1", mail_system.cluster.imap_port), timeout=30)
@@ -135,22 +135,10 @@ def test_starttls_command_injection_is_not_executed(mail_system: MailSystem, dom
         assert raw.recv(4096).startswith(b"* OK")
         raw.sendall(b"a STARTTLS\r\nb CAPABILITY\r\n")
         reply = b""
-        while b"a OK" not in reply:
-            chunk = raw.recv(4096)
-            assert chunk, "connection closed before STARTTLS completed"
+        while chunk := raw.recv(4096):
             reply += chunk
-        assert b"b OK" not in reply and b"* CAPABILITY" not in reply
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        tls = context.wrap_socket(raw, server_hostname="localhost")
-        tls.sendall(b"c NOOP\r\n")
-        answer = b""
-        while b"c OK" not in answer:
-            chunk = tls.recv(4096)
-            assert chunk
-            answer += chunk
-        assert b"b OK" not in answer and b"* CAPABILITY" not in answer, "the injected command ran"
-        tls.close()
+        assert b"a OK" in reply
+        assert b"* BYE" in reply, "a client that pipelines after STARTTLS is disconnected"
+        assert b"b OK" not in reply and b"* CAPABILITY" not in reply, "the injected command ran"
     finally:
         raw.close()

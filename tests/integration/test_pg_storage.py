@@ -175,7 +175,8 @@ async def test_starred_is_read_only(env: Env, storage: PgStorage, unique: str) -
     for call in (
         storage.append(me, "starred", body(1), frozenset(), None),
         storage.copy(me, inbox.id, [1], "Starred"),
-        storage.store_flags(me, starred_id(me), [1], StoreMode.ADD, frozenset({"\\Seen"})),
+        storage.expunge(me, starred_id(me)),
+        storage.move(me, starred_id(me), [1], "INBOX"),
     ):
         with pytest.raises(StorageError) as caught:
             await call
@@ -194,3 +195,98 @@ async def test_authenticator_accepts_the_right_password_only_for_active_users(en
     assert await auth.authenticate(f"off@{domain}", PASSWORD, remote_ip="127.0.0.1") is None
     assert await auth.authenticate(f"nobody@{domain}", PASSWORD, remote_ip="127.0.0.1") is None
     assert await auth.authenticate("not an address", PASSWORD, remote_ip="127.0.0.1") is None
+
+
+async def test_starred_shows_every_flagged_message_under_its_own_uids(env: Env, storage: PgStorage, unique: str) -> None:
+    me = await account(env, f"a@st{unique}.test")
+    other = await account(env, f"b@st{unique}.test")
+    await fill(env, me.user_id, 3)
+    await fill(env, me.user_id, 2, "Archive")
+    await fill(env, other.user_id, 1)
+    inbox = await storage.get_mailbox(me, "INBOX")
+    archive = await storage.get_mailbox(me, "Archive")
+    flagged = frozenset({"\\Flagged"})
+    await storage.store_flags(other, (await storage.get_mailbox(other, "INBOX")).id, [1], StoreMode.ADD, flagged)
+    start = await storage.get_mailbox(me, "Starred")
+    assert (start.messages, start.uidvalidity, start.uidnext) == (0, 1, 1)
+
+    await storage.store_flags(me, inbox.id, [2], StoreMode.ADD, flagged)
+    await storage.store_flags(me, archive.id, [1], StoreMode.ADD, flagged)
+    view = await storage.get_mailbox(me, "starred")
+    assert (view.messages, view.unseen, view.uidnext) == (2, 2, 3)
+    assert view.highestmodseq > start.highestmodseq
+    listed = await storage.list_messages(me, starred_id(me))
+    assert [m.uid for m in listed] == [1, 2]
+    assert await storage.read_message(me, starred_id(me), 1) == body(1)
+    assert await storage.read_message(me, starred_id(me), 2) == body(0)
+    assert [m.uid for m in await storage.list_messages(other, starred_id(other))] == [1]
+
+    changes = await storage.changes_since(me, starred_id(me), start.highestmodseq)
+    assert [m.uid for m in changes.added] == [1, 2] and changes.expunged == ()
+
+    # \\Seen on the real message updates the view's entry; unflagging it removes it.
+    await storage.store_flags(me, archive.id, [1], StoreMode.ADD, frozenset({"\\Seen"}))
+    changes = await storage.changes_since(me, starred_id(me), view.highestmodseq)
+    assert [(m.uid, "\\Seen" in m.flags) for m in changes.updated] == [(2, True)] and changes.added == ()
+    mid = changes.highestmodseq
+    await storage.store_flags(me, inbox.id, [2], StoreMode.REMOVE, flagged)
+    changes = await storage.changes_since(me, starred_id(me), mid)
+    assert changes.expunged == (1,) and changes.updated == () and changes.added == ()
+    assert changes.highestmodseq > mid
+    with pytest.raises(StorageError):
+        await storage.read_message(me, starred_id(me), 1)
+
+    # Flagged again: a new virtual UID, never a reused one.
+    await storage.store_flags(me, inbox.id, [2], StoreMode.ADD, flagged)
+    assert [m.uid for m in await storage.list_messages(me, starred_id(me))] == [2, 3]
+
+    # Expunged and moved messages leave the view too.
+    await storage.store_flags(me, archive.id, [1], StoreMode.ADD, frozenset({"\\Deleted"}))
+    mid = (await storage.get_mailbox(me, "Starred")).highestmodseq
+    await storage.expunge(me, archive.id)
+    assert (await storage.changes_since(me, starred_id(me), mid)).expunged == (2,)
+    await storage.move(me, inbox.id, [2], "Trash")
+    assert [m.uid for m in await storage.list_messages(me, starred_id(me))] == [4]
+    assert await storage.read_message(me, starred_id(me), 4) == body(1)
+
+
+async def test_store_through_starred_changes_the_real_message(env: Env, storage: PgStorage, unique: str) -> None:
+    me = await account(env, f"a@ss{unique}.test")
+    await fill(env, me.user_id, 2)
+    await fill(env, me.user_id, 1, "Sent")
+    inbox = await storage.get_mailbox(me, "INBOX")
+    sent = await storage.get_mailbox(me, "Sent")
+    flagged = frozenset({"\\Flagged"})
+    await storage.store_flags(me, inbox.id, [1, 2], StoreMode.ADD, flagged)
+    await storage.store_flags(me, sent.id, [1], StoreMode.ADD, flagged)
+    star = starred_id(me)
+    seen = await storage.store_flags(me, star, [1, 3, 99], StoreMode.ADD, frozenset({"\\Seen"}))
+    assert [m.uid for m in seen.changed] == [1, 3] and seen.modified == ()
+    assert all(m.flags == {"\\Flagged", "\\Seen"} for m in seen.changed)
+    assert [m.flags for m in await storage.list_messages(me, sent.id)] == [{"\\Flagged", "\\Seen"}]
+    assert [m.flags for m in await storage.list_messages(me, inbox.id)] == [{"\\Flagged", "\\Seen"}, {"\\Flagged"}]
+
+    stale = seen.changed[0].modseq - 1
+    refused = await storage.store_flags(me, star, [1, 2], StoreMode.ADD, frozenset({"$X"}), unchanged_since=stale)
+    assert refused.modified == (1,) and [m.uid for m in refused.changed] == [2]
+
+    before = (await storage.get_mailbox(me, "Starred")).highestmodseq
+    gone = await storage.store_flags(me, star, [3], StoreMode.REMOVE, flagged)
+    assert [(m.uid, m.flags) for m in gone.changed] == [(3, {"\\Seen"})]
+    assert [m.flags for m in await storage.list_messages(me, sent.id)] == [{"\\Seen"}]
+    assert [m.uid for m in await storage.list_messages(me, star)] == [1, 2]
+    assert (await storage.changes_since(me, star, before)).expunged == (3,)
+
+
+async def test_wait_changes_on_starred_wakes_on_a_change_in_any_mailbox(env: Env, storage: PgStorage, unique: str) -> None:
+    me = await account(env, f"a@sw{unique}.test")
+    await fill(env, me.user_id, 1, "Archive")
+    archive = await storage.get_mailbox(me, "Archive")
+    modseq = (await storage.get_mailbox(me, "Starred")).highestmodseq
+    assert await storage.wait_changes(me, starred_id(me), modseq, 0.1) is False
+    waiting = asyncio.create_task(storage.wait_changes(me, starred_id(me), modseq, 10))
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    await storage.store_flags(me, archive.id, [1], StoreMode.ADD, frozenset({"\\Flagged"}))
+    assert await waiting is True
+    assert time.monotonic() - started < 2

@@ -18,14 +18,19 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from whymail.directory.addresses import normalize_address
 from whymail.imap.storage import Account, Authenticator
 
 log = logging.getLogger("whymail.auth.lockout")
 
 
 def account_key(username: str) -> str:
-    """The per-account counter key for a login name (case and surrounding space do not matter)."""
-    return username.strip().lower()
+    """The per-account counter key: the canonical address login itself resolves, so that other
+    spellings of one account (case, IDNA, Unicode forms) share its counter."""
+    try:
+        return normalize_address(username)
+    except ValueError:
+        return username.strip().lower()
 
 
 class LoginGuard:

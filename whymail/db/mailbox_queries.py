@@ -155,3 +155,103 @@ async def login_by_email(conn: asyncpg.Connection, email: str) -> Login | None:
     if row is None:
         return None
     return Login(user_id=row["id"], email=row["email"], password_hash=row["password_hash"], is_active=row["active"])
+
+
+# --- the virtual Starred mailbox (migration 003: kept in step by a trigger on messages) --------------
+
+
+@dataclass(frozen=True, slots=True)
+class StarredState:
+    uidnext: int
+    highestmodseq: int
+    message_count: int
+    unseen_count: int
+    total_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StarredRow:
+    """One entry of the view: its virtual UID, the real message behind it, and the view's MODSEQs."""
+
+    vuid: int
+    mailbox_id: int | None  # None once gone
+    uid: int | None
+    flags: tuple[str, ...]
+    modseq: int
+    created_modseq: int
+    internal_date: datetime | None
+    size: int
+    gone: bool
+
+    def meta_row(self) -> MessageRow:
+        assert self.internal_date is not None
+        return MessageRow(uid=self.vuid, flags=self.flags, modseq=self.modseq,
+                          internal_date=self.internal_date, size=self.size)
+
+
+_STARRED_SELECT = """SELECT s.vuid, m.mailbox_id, m.uid, coalesce(m.flags, '{}') AS flags, s.modseq,
+                            s.created_modseq, m.internal_date, coalesce(m.size, 0) AS size, s.gone
+                       FROM starred s LEFT JOIN messages m ON m.id = s.message_id AND NOT s.gone"""
+
+
+def _starred_row(row: asyncpg.Record) -> StarredRow:
+    return StarredRow(
+        vuid=row["vuid"], mailbox_id=row["mailbox_id"], uid=row["uid"], flags=tuple(row["flags"]),
+        modseq=row["modseq"], created_modseq=row["created_modseq"], internal_date=row["internal_date"],
+        size=row["size"], gone=row["gone"] or row["mailbox_id"] is None,
+    )
+
+
+async def starred_state(conn: asyncpg.Connection, user_id: int) -> StarredState:
+    """UIDNEXT, HIGHESTMODSEQ and counts of the user's Starred view."""
+    row = await conn.fetchrow(
+        """SELECT coalesce((SELECT uidnext FROM starred_state WHERE user_id = $1), 1) AS uidnext,
+                  coalesce((SELECT highestmodseq FROM starred_state WHERE user_id = $1), 1) AS highestmodseq,
+                  count(m.id) AS message_count,
+                  count(m.id) FILTER (WHERE NOT '\\Seen' = ANY(m.flags)) AS unseen_count,
+                  coalesce(sum(m.size), 0)::bigint AS total_size
+             FROM starred s JOIN messages m ON m.id = s.message_id
+            WHERE s.user_id = $1 AND NOT s.gone""",
+        user_id,
+    )
+    return StarredState(**dict(row))
+
+
+async def starred_modseq(conn: asyncpg.Connection, user_id: int) -> int:
+    """HIGHESTMODSEQ of the user's Starred view."""
+    found = await conn.fetchval("SELECT highestmodseq FROM starred_state WHERE user_id = $1", user_id)
+    return found or 1
+
+
+async def starred_messages(conn: asyncpg.Connection, user_id: int, vuids: list[int] | None = None) -> list[StarredRow]:
+    """The messages in the view (only those of `vuids` when given, gone ones included then), by virtual UID."""
+    if vuids is None:
+        rows = await conn.fetch(f"{_STARRED_SELECT} WHERE s.user_id = $1 AND NOT s.gone ORDER BY s.vuid", user_id)
+    else:
+        rows = await conn.fetch(
+            f"{_STARRED_SELECT} WHERE s.user_id = $1 AND s.vuid = ANY($2::bigint[]) ORDER BY s.vuid", user_id, vuids
+        )
+    return [_starred_row(r) for r in rows]
+
+
+async def starred_changes(
+    conn: asyncpg.Connection, user_id: int, modseq: int
+) -> tuple[StarredState, list[StarredRow]]:
+    """State and every entry changed above `modseq` (gone ones included), in one REPEATABLE READ snapshot."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        state = await starred_state(conn, user_id)
+        if state.highestmodseq <= modseq:
+            return state, []
+        rows = await conn.fetch(
+            f"{_STARRED_SELECT} WHERE s.user_id = $1 AND s.modseq > $2 ORDER BY s.vuid", user_id, modseq
+        )
+    return state, [_starred_row(r) for r in rows]
+
+
+async def starred_path(conn: asyncpg.Connection, user_id: int, vuid: int) -> str | None:
+    """The Maildir path of the message behind a virtual UID still in the view, or None."""
+    return await conn.fetchval(
+        """SELECT m.maildir_path FROM starred s JOIN messages m ON m.id = s.message_id
+            WHERE s.user_id = $1 AND s.vuid = $2 AND NOT s.gone""",
+        user_id, vuid,
+    )

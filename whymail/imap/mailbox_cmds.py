@@ -48,7 +48,7 @@ async def handle(s: Session, cmd: c.Command) -> list[Response]:
             raise CommandError("NO", "INBOX already exists", Code("ALREADYEXISTS"))
         await s.storage.create_mailbox(account, cmd.mailbox, cmd.special_use[0] if cmd.special_use else None)
     elif isinstance(cmd, c.Delete):
-        if s.view is not None and s.view.info.name == cmd.mailbox:
+        if s.view is not None and s.view.info.name == cmd.mailbox.rstrip("/"):
             raise CommandError("NO", "cannot delete the selected mailbox", Code("INUSE"))
         await s.storage.delete_mailbox(account, cmd.mailbox)
     elif isinstance(cmd, c.Rename):

@@ -4,9 +4,10 @@ through the owning shard's `MailboxOps` (DESIGN.md, IMAP path).
 In production `ops` and `waiter` are thin proxies that call the owning MailboxShard actor (routed by
 user id); in tests both are one `MailboxOps` in the same process, the very code the shard runs.
 
-The virtual Starred mailbox (special-use \\Flagged, RFC 6154) is listed and selectable but is always
-empty and read-only for now: its contents would be every \\Flagged message of the user, and MODSEQs
-of different mailboxes cannot be merged into one sequence without a per-user counter (TODO).
+The virtual Starred mailbox (special-use \\Flagged, RFC 6154) shows every \\Flagged message of the
+user under its own UIDs and MODSEQs, kept by a trigger on `messages` (migration 003): UIDVALIDITY is
+fixed (virtual UIDs are never reused), a message that leaves the view (unflagged, expunged, moved) is
+reported expunged. Flag changes made through it reach the real message; other writes are refused.
 """
 
 from __future__ import annotations
@@ -81,10 +82,15 @@ def starred_id(account: Account) -> int:
     return -account.user_id
 
 
-def _starred(account: Account) -> MailboxInfo:
+STARRED_UIDVALIDITY = 1
+_STARRED_POLL = 0.25  # seconds between checks of an idling Starred session
+
+
+def _starred(account: Account, state: q.StarredState) -> MailboxInfo:
     return MailboxInfo(
-        id=starred_id(account), name=STARRED, special_use="\\Flagged", subscribed=True, uidvalidity=1,
-        uidnext=1, highestmodseq=1, messages=0, unseen=0, size=0,
+        id=starred_id(account), name=STARRED, special_use="\\Flagged", subscribed=True,
+        uidvalidity=STARRED_UIDVALIDITY, uidnext=state.uidnext, highestmodseq=state.highestmodseq,
+        messages=state.message_count, unseen=state.unseen_count, size=state.total_size,
     )
 
 
@@ -143,7 +149,8 @@ class PgStorage:
     async def list_mailboxes(self, account: Account) -> list[MailboxInfo]:
         async with self._pool.acquire() as conn:
             rows = await q.list_mailboxes(conn, account.user_id)
-        return [*(_info(r) for r in rows), _starred(account)]
+            state = await q.starred_state(conn, account.user_id)
+        return [*(_info(r) for r in rows), _starred(account, state)]
 
     async def get_mailbox(self, account: Account, name: str) -> MailboxInfo:
         try:
@@ -151,7 +158,8 @@ class PgStorage:
         except StorageError:
             raise StorageError("NONEXISTENT", "No such mailbox") from None
         if canonical.lower() == STARRED.lower():
-            return _starred(account)
+            async with self._pool.acquire() as conn:
+                return _starred(account, await q.starred_state(conn, account.user_id))
         async with self._pool.acquire() as conn:
             row = await q.mailbox_by_name(conn, account.user_id, canonical)
         if row is None:
@@ -160,7 +168,9 @@ class PgStorage:
 
     async def list_messages(self, account: Account, mailbox_id: int) -> list[MessageMeta]:
         if self._is_starred(account, mailbox_id):
-            return []
+            async with self._pool.acquire() as conn:
+                rows = await q.starred_messages(conn, account.user_id)
+            return [_meta(r.meta_row()) for r in rows]
         async with self._pool.acquire() as conn:
             await self._owned(conn, account, mailbox_id)
             rows = await q.list_messages(conn, account.user_id, mailbox_id)
@@ -168,7 +178,16 @@ class PgStorage:
 
     async def changes_since(self, account: Account, mailbox_id: int, modseq: int) -> Changes:
         if self._is_starred(account, mailbox_id):
-            return Changes(highestmodseq=1, uidnext=1, added=(), updated=(), expunged=())
+            async with self._pool.acquire() as conn:
+                state, rows = await q.starred_changes(conn, account.user_id, modseq)
+            present = [r for r in rows if not r.gone]
+            return Changes(
+                highestmodseq=state.highestmodseq, uidnext=state.uidnext,
+                added=tuple(_meta(r.meta_row()) for r in present if r.created_modseq > modseq),
+                updated=tuple(_meta(r.meta_row()) for r in present if r.created_modseq <= modseq),
+                # entries that came and went after `modseq` were never seen at it
+                expunged=tuple(r.vuid for r in rows if r.gone and r.created_modseq <= modseq),
+            )
         async with self._pool.acquire() as conn:
             found = await q.changes_since(conn, account.user_id, mailbox_id, modseq)
         if found is None:
@@ -184,8 +203,17 @@ class PgStorage:
 
     async def wait_changes(self, account: Account, mailbox_id: int, modseq: int, timeout: float) -> bool:
         if self._is_starred(account, mailbox_id):
-            await asyncio.sleep(max(0.0, timeout))
-            return False
+            # Any mailbox of the user can change the view, and the notifier is per mailbox: poll.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + max(0.0, timeout)
+            while True:
+                async with self._pool.acquire() as conn:
+                    if await q.starred_modseq(conn, account.user_id) > modseq:
+                        return True
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                await asyncio.sleep(min(_STARRED_POLL, remaining))
         async with self._pool.acquire() as conn:
             current = await q.mailbox_modseq(conn, account.user_id, mailbox_id)
         if current is None:
@@ -195,10 +223,11 @@ class PgStorage:
         return await self._waiter.wait_changes(account.user_id, mailbox_id, modseq, timeout)
 
     async def read_message(self, account: Account, mailbox_id: int, uid: int) -> bytes:
-        if self._is_starred(account, mailbox_id):
-            raise StorageError("NONEXISTENT", "No such message")
         async with self._pool.acquire() as conn:
-            relpath = await q.message_path(conn, account.user_id, mailbox_id, uid)
+            if self._is_starred(account, mailbox_id):
+                relpath = await q.starred_path(conn, account.user_id, uid)
+            else:
+                relpath = await q.message_path(conn, account.user_id, mailbox_id, uid)
         if relpath is None:
             raise StorageError("NONEXISTENT", "No such message")
         data = await asyncio.get_running_loop().run_in_executor(self._executor, _read_file, self._root, relpath)
@@ -212,8 +241,54 @@ class PgStorage:
         self, account: Account, mailbox_id: int, uids: list[int], mode: StoreMode, flags: frozenset[str],
         unchanged_since: int | None = None,
     ) -> StoreResult:
-        self._refuse_starred(account, mailbox_id)
+        if self._is_starred(account, mailbox_id):
+            return await self._store_starred(account, uids, mode, flags, unchanged_since)
         return await self._ops.store_flags(account.user_id, mailbox_id, list(uids), mode, flags, unchanged_since)
+
+    async def _store_starred(
+        self, account: Account, uids: list[int], mode: StoreMode, flags: frozenset[str], unchanged_since: int | None,
+    ) -> StoreResult:
+        """STORE through Starred: each virtual UID maps to its real message, changed by its own mailbox."""
+        async with self._pool.acquire() as conn:
+            rows = await q.starred_messages(conn, account.user_id, sorted(set(uids)))
+        known = {r.vuid: r for r in rows}
+        modified: list[int] = []
+        by_mailbox: dict[int, dict[int, int]] = {}  # mailbox id -> real uid -> virtual uid
+        for row in rows:
+            if row.gone or row.mailbox_id is None or row.uid is None:
+                continue
+            # UNCHANGEDSINCE compares with the view's MODSEQ (the one the client saw); checked here.
+            if unchanged_since is not None and row.modseq > unchanged_since:
+                modified.append(row.vuid)
+                continue
+            by_mailbox.setdefault(row.mailbox_id, {})[row.uid] = row.vuid
+        changed_vuids: dict[int, frozenset[str]] = {}
+        for mailbox_id, mapping in by_mailbox.items():
+            try:
+                result = await self._ops.store_flags(account.user_id, mailbox_id, sorted(mapping), mode, flags, None)
+            except StorageError as err:
+                if err.code == "NONEXISTENT":  # the mailbox went away meanwhile
+                    continue
+                raise
+            for meta in result.changed:
+                if meta.uid in mapping:
+                    changed_vuids[mapping[meta.uid]] = meta.flags
+        changed: list[MessageMeta] = []
+        if changed_vuids:
+            async with self._pool.acquire() as conn:
+                after = {r.vuid: r for r in await q.starred_messages(conn, account.user_id, sorted(changed_vuids))}
+            for vuid, new_flags in sorted(changed_vuids.items()):
+                row = after.get(vuid)
+                if row is None:
+                    continue
+                if row.gone:  # unflagged through Starred: it left the view, report its last state
+                    before = known[vuid]
+                    assert before.internal_date is not None
+                    changed.append(MessageMeta(uid=vuid, flags=new_flags, modseq=row.modseq,
+                                               internal_date=before.internal_date, size=before.size))
+                else:
+                    changed.append(_meta(row.meta_row()))
+        return StoreResult(tuple(changed), tuple(sorted(modified)))
 
     async def expunge(self, account: Account, mailbox_id: int, uids: list[int] | None = None) -> list[int]:
         self._refuse_starred(account, mailbox_id)

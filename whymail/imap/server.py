@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from whymail.imap import commands as cmds
 from whymail.imap.encoder import encode_response
 from whymail.imap.parser import (
+    DEFAULT_MAX_APPEND_LITERAL,
     CommandEvent,
     CommandReader,
     ContinuationNeeded,
@@ -30,7 +31,8 @@ from whymail.imap.responses import Continuation, Tagged, Untagged
 log = logging.getLogger("whymail.imap")
 
 READ_SIZE = 64 * 1024
-IDLE_POLL = 25.0  # seconds one wait_changes call may last before it is renewed
+IDLE_POLL = 25.0
+PREAUTH_MAX_LITERAL = 8 * 1024  # APPEND literal a client may announce before it logged in  # seconds one wait_changes call may last before it is renewed
 
 
 class ImapConnection:
@@ -52,7 +54,9 @@ class ImapConnection:
         self._tls_context = tls_context
         self._idle_timeout = idle_timeout
         self._greeting = greeting
-        self._commands = CommandReader()
+        # Before login a client may not make us buffer a large APPEND literal (RFC 7888 §4).
+        self._commands = CommandReader(max_append_literal=PREAUTH_MAX_LITERAL)
+        self._authenticated = False
         self._closing = False
         self.session_id = uuid.uuid4().hex[:12]
 
@@ -61,7 +65,8 @@ class ImapConnection:
         self._writer.write(b"".join(encode_response(response) for response in responses))
         if any(isinstance(r, Untagged) and r.status == "BYE" for r in responses):
             self._closing = True
-        await self._writer.drain()
+        # A client that stops reading must not pin our memory forever.
+        await asyncio.wait_for(self._writer.drain(), timeout=self._idle_timeout)
 
     async def _read(self) -> bytes:
         return await asyncio.wait_for(self._reader.read(READ_SIZE), timeout=self._idle_timeout)
@@ -79,7 +84,7 @@ class ImapConnection:
                 if not data:
                     break
                 await self._process(self._commands.feed(data))
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError) as exc:
             log.info("imap connection ended: %r", exc, extra={"session_id": self.session_id})
         except Exception:
             log.exception("imap connection failed", extra={"session_id": self.session_id})
@@ -115,9 +120,18 @@ class ImapConnection:
             return
         responses = await self._session.handle(command)
         await self._send(responses)
+        if not self._authenticated and self._session.account is not None:
+            self._authenticated = True
+            self._commands.max_append_literal = DEFAULT_MAX_APPEND_LITERAL
         if isinstance(command, cmds.StartTls) and _ok(responses) and self._tls_context is not None:
-            # RFC 3501 §6.2.1 / RFC 7817: bytes pipelined after STARTTLS are discarded (no injection).
-            self._commands = CommandReader()
+            # RFC 3501 §6.2.1 / RFC 7817: nothing may follow STARTTLS before the handshake. Bytes
+            # that did (in our parser or still in the stream's buffer) would otherwise be read as if
+            # they came over TLS: a command injection. Such a client is disconnected.
+            if self._commands.buffered_size or len(getattr(self._reader, "_buffer", b"")):
+                await self._send([Untagged("BYE", "Data after STARTTLS; closing")])
+                self._closing = True
+                return
+            self._commands = CommandReader(max_append_literal=self._commands.max_append_literal)
             await self._writer.start_tls(self._tls_context)
             self._session.tls_started()
         elif isinstance(command, cmds.Authenticate) and self._session.awaiting_continuation:
