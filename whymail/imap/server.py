@@ -119,23 +119,31 @@ class ImapConnection:
             await self._idle(command, events)
             return
         responses = await self._session.handle(command)
+        if isinstance(command, cmds.StartTls) and _ok(responses) and self._tls_context is not None:
+            await self._start_tls(responses)
+            return
         await self._send(responses)
         if not self._authenticated and self._session.account is not None:
             self._authenticated = True
             self._commands.max_append_literal = DEFAULT_MAX_APPEND_LITERAL
-        if isinstance(command, cmds.StartTls) and _ok(responses) and self._tls_context is not None:
-            # RFC 3501 §6.2.1 / RFC 7817: nothing may follow STARTTLS before the handshake. Bytes
-            # that did (in our parser or still in the stream's buffer) would otherwise be read as if
-            # they came over TLS: a command injection. Such a client is disconnected.
-            if self._commands.buffered_size or len(getattr(self._reader, "_buffer", b"")):
-                await self._send([Untagged("BYE", "Data after STARTTLS; closing")])
-                self._closing = True
-                return
-            self._commands = CommandReader(max_append_literal=self._commands.max_append_literal)
-            await self._writer.start_tls(self._tls_context)
-            self._session.tls_started()
-        elif isinstance(command, cmds.Authenticate) and self._session.awaiting_continuation:
+        if isinstance(command, cmds.Authenticate) and self._session.awaiting_continuation:
             self._commands.expect_line()
+
+    async def _start_tls(self, responses) -> None:
+        # RFC 3501 §6.2.1 / RFC 7817: nothing may follow STARTTLS before the client has our OK.
+        # Bytes already here were sent blind, in clear text, and would otherwise be read as if they
+        # came over TLS (command injection): such a client is disconnected instead.
+        if self._commands.buffered_size or len(getattr(self._reader, "_buffer", b"")):
+            tag = responses[-1].tag
+            await self._send([Tagged(tag, "BAD", "data sent after STARTTLS"), Untagged("BYE", "Closing")])
+            self._closing = True
+            return
+        self._commands = CommandReader(max_append_literal=self._commands.max_append_literal)
+        # No await between the OK and the upgrade: start_tls drains and pauses reading at once, so
+        # the client's TLS hello cannot land in the clear-text buffer meanwhile.
+        self._writer.write(b"".join(encode_response(r) for r in responses))
+        await self._writer.start_tls(self._tls_context)
+        self._session.tls_started()
 
     async def _idle(self, command, events: Iterator[ReaderEvent]) -> None:
         responses = await self._session.handle(command)
