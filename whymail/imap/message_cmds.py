@@ -3,6 +3,7 @@ STORE, COPY and MOVE, with RFC 4315 UIDPLUS, RFC 6851 MOVE and RFC 7162 CONDSTOR
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from whymail.imap import commands as c
@@ -90,6 +91,8 @@ async def search(s: Session, cmd: c.Search) -> list[Response]:
     hits: list[int] = []
     highest = 0
     for seq, uid in enumerate(list(view.uids), 1):
+        if seq % 256 == 0:
+            await asyncio.sleep(0)  # a large SEARCH must not stall every other session of the gateway
         meta = view.metas[uid]
         target = search_eval.SearchTarget(seq, meta, len(view.uids), last_uid)
         if need_text:

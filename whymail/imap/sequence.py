@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import enum
+import functools
 from dataclasses import dataclass
 
 MAX_NUMBER = 2**32 - 1  # RFC 3501 §9: nz-number is a 32-bit unsigned integer
@@ -87,8 +89,17 @@ class SequenceSet:
         return merged
 
     def contains(self, number: int, max_value: int) -> bool:
-        """Whether `number` is in the set when `*` stands for `max_value`."""
-        return any(lo <= number <= hi for lo, hi in self.resolve(max_value))
+        """Whether `number` is in the set when `*` stands for `max_value` (O(log n) once resolved)."""
+        starts, merged = _resolved(self, max_value)
+        index = bisect.bisect_right(starts, number) - 1
+        return index >= 0 and merged[index][0] <= number <= merged[index][1]
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved(sequence_set: SequenceSet, max_value: int) -> tuple[list[int], list[tuple[int, int]]]:
+    # SEARCH/FETCH test every message against one set: resolve it once, not once per message.
+    merged = sequence_set.resolve(max_value)
+    return [lo for lo, _ in merged], merged
 
 
 def parse_sequence_set(text: str) -> SequenceSet:
