@@ -340,6 +340,14 @@ async def get_user(db: Db, email: str) -> UserInfo:
     return _user_info(row)
 
 
+async def _existing_domain(conn: asyncpg.Connection, domain: str) -> str:
+    """The canonical name of `domain`; NotFound if it is not in the directory."""
+    name = _domain(domain)
+    if not await conn.fetchval("SELECT 1 FROM domains WHERE name = $1", name):
+        raise NotFound(f"domain {name} does not exist")
+    return name
+
+
 async def list_users(db: Db, domain: str | None = None) -> list[UserInfo]:
     """Every user (of `domain` only, when given; NotFound if that domain does not exist), by address."""
     async with _connection(db) as conn:
@@ -348,9 +356,7 @@ async def list_users(db: Db, domain: str | None = None) -> list[UserInfo]:
                 f"SELECT {_USER_COLUMNS} FROM users u JOIN domains d ON d.id = u.domain_id ORDER BY u.email"
             )
         else:
-            name = _domain(domain)
-            if not await conn.fetchval("SELECT 1 FROM domains WHERE name = $1", name):
-                raise NotFound(f"domain {name} does not exist")
+            name = await _existing_domain(conn, domain)
             rows = await conn.fetch(
                 f"""SELECT {_USER_COLUMNS} FROM users u JOIN domains d ON d.id = u.domain_id
                      WHERE d.name = $1 ORDER BY u.email""",
@@ -485,9 +491,7 @@ async def list_aliases(db: Db, domain: str | None = None) -> list[AliasInfo]:
                 "ORDER BY d.name, a.source"
             )
         else:
-            name = _domain(domain)
-            if not await conn.fetchval("SELECT 1 FROM domains WHERE name = $1", name):
-                raise NotFound(f"domain {name} does not exist")
+            name = await _existing_domain(conn, domain)
             rows = await conn.fetch(
                 f"""SELECT {_ALIAS_COLUMNS} FROM aliases a JOIN domains d ON d.id = a.domain_id
                      WHERE d.name = $1 ORDER BY a.source""",
