@@ -67,9 +67,15 @@ class ServerConfig(_Section):
 
 class RelayConfig(_Section):
     smarthost: str = Field("", description="host:port of a smarthost; empty: deliver by MX")
+    smarthost_fallback: str = Field("", description="host:port of a second smarthost, tried when the first fails")
     username: str = Field("", description="AUTH user for the smarthost")
     password: str = Field("", description="AUTH password for the smarthost")
-    starttls: bool = Field(True, description="Use STARTTLS with the smarthost")
+    starttls: bool = Field(True, description="Require STARTTLS with the smarthost")
+    implicit_tls: bool = Field(False, description="Connect to the smarthost with TLS from the start (port 465)")
+    verify_tls: bool = Field(True, description="Verify the smarthost's certificate")
+    timeout: float = Field(60.0, gt=0, description="Seconds to wait for any reply of a remote server")
+    mx_port: int = Field(25, ge=1, le=65535, description="Port of remote MX hosts (25; other values for tests)")
+    helo_name: str = Field("", description="Name in EHLO towards remote servers; empty: server.hostname")
     allowed_networks: list[str] = Field(
         default_factory=list, description="Client networks allowed to relay without AUTH (CIDR)"
     )
@@ -100,6 +106,18 @@ class RedisConfig(_Section):
 
 class QueueConfig(_Section):
     workers: int = Field(1, ge=0, description="DeliveryQueue actors")
+    batch_size: int = Field(100, ge=1, le=1000, description="Queue entries one DeliveryQueue claims at a time")
+    poll_interval: float = Field(5.0, gt=0, description="Seconds between queue scans when no wake-up arrives")
+    claim_timeout: float = Field(
+        900.0, gt=0, description="Seconds after which a claim of a vanished DeliveryQueue is released"
+    )
+    retry_max_delay: float = Field(14_400.0, gt=0, description="Longest delay between two attempts, seconds")
+    delay_warning: float = Field(
+        14_400.0, ge=0, description="Seconds before the sender gets a 'delayed' DSN (0: never)"
+    )
+    connections_per_destination: int = Field(
+        4, ge=1, le=64, description="Parallel SMTP connections to one destination"
+    )
     max_retries: int = Field(5, ge=0, description="Delivery attempts before a message bounces")
     retry_base: float = Field(60.0, gt=0, description="First retry delay, seconds (then exponential)")
     max_lifetime: float = Field(432_000.0, gt=0, description="Seconds before a queued message bounces")
@@ -133,6 +151,52 @@ class LimitsConfig(_Section):
     max_imap_connections_per_user: int = Field(
         50, gt=0, description="Concurrent logged-in IMAP sessions of one user, per gateway"
     )
+
+
+class DnsConfig(_Section):
+    nameservers: list[str] = Field(
+        default_factory=list, description="Resolvers as host or host:port; empty: /etc/resolv.conf"
+    )
+    timeout: float = Field(5.0, gt=0, description="Seconds a DNS lookup may take in all")
+
+
+class MailAuthConfig(_Section):
+    spf: bool = Field(True, description="Check SPF (RFC 7208) of MAIL FROM and HELO on port 25")
+    dkim: bool = Field(True, description="Verify DKIM signatures (RFC 6376) on port 25")
+    dmarc: bool = Field(True, description="Evaluate DMARC (RFC 7489) and enforce p=reject / p=quarantine")
+    on_temperror: str = Field(
+        "accept", description="DNS trouble during the checks: accept (mark temperror) or tempfail (451)"
+    )
+    authserv_id: str = Field("", description="authserv-id of Authentication-Results; empty: server.hostname")
+
+    @field_validator("on_temperror")
+    @classmethod
+    def _temperror_choice(cls, value: str) -> str:
+        if value not in {"accept", "tempfail"}:
+            raise ValueError("must be accept or tempfail")
+        return value
+
+
+class AntivirusConfig(_Section):
+    enabled: bool = Field(False, description="Scan every inbound and submitted message with clamd")
+    clamav_socket: str = Field(
+        "127.0.0.1:3310", description="clamd address: host:port, or the path of its Unix socket"
+    )
+    timeout: float = Field(30.0, gt=0, description="Seconds a scan may take")
+    on_error: str = Field(
+        "tempfail", description="clamd unreachable: tempfail (451 4.7.1) or accept (and mark the message)"
+    )
+
+    @field_validator("on_error")
+    @classmethod
+    def _error_choice(cls, value: str) -> str:
+        if value not in {"accept", "tempfail"}:
+            raise ValueError("must be accept or tempfail")
+        return value
+
+
+class PluginsConfig(_Section):
+    antivirus: AntivirusConfig = AntivirusConfig()
 
 
 class CorsConfig(_Section):
@@ -170,6 +234,9 @@ class Config(_Section):
     db: DbConfig = DbConfig()
     redis: RedisConfig = RedisConfig()
     queue: QueueConfig = QueueConfig()
+    dns: DnsConfig = DnsConfig()
+    mailauth: MailAuthConfig = MailAuthConfig()
+    plugins: PluginsConfig = PluginsConfig()
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
     cors: CorsConfig = CorsConfig()
