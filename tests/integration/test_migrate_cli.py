@@ -42,16 +42,18 @@ def test_migrate_up_status_down_round_trip() -> None:
         up = _whymail("up", dsn=dsn)
         assert up.returncode == 0, up.stderr
         assert "applied 001_core" in up.stdout and "applied 002_mail_features" in up.stdout
-        assert "applied 003_starred" in up.stdout
+        assert "applied 003_starred" in up.stdout and "applied 004_outbound" in up.stdout
 
         again = _whymail("up", dsn=dsn)
         assert again.returncode == 0 and "schema is up to date" in again.stdout
 
         down = _whymail("down", dsn=dsn)
-        assert down.returncode == 0 and "reverted 003_starred" in down.stdout
+        assert down.returncode == 0 and "reverted 004_outbound" in down.stdout
         status = _whymail("status", dsn=dsn)
         lines = dict(line.split() for line in status.stdout.strip().splitlines())
-        assert lines == {"001_core": "applied", "002_mail_features": "applied", "003_starred": "pending"}
+        assert lines == {
+            "001_core": "applied", "002_mail_features": "applied", "003_starred": "applied", "004_outbound": "pending",
+        }
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

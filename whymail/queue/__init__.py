@@ -1,0 +1,1 @@
+"""The outbound queue: spool files, `outbound_queue` rows, retry policy and the delivery engine."""
