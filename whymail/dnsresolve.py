@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dns.asyncresolver
 import dns.exception
+import dns.message
 import dns.nameserver
 import dns.resolver
 
@@ -116,3 +117,22 @@ class DnsResolver:
 
     def txt_sync(self, name: str) -> list[str]:
         return self._texts(self.lookup_sync(name, "TXT"))
+
+    def query_sync(self, name: str, rdtype: str):
+        """Blocking lookup that keeps NXDOMAIN apart: the rdata list ([] when the name exists without
+        that type), DnsNotFound for NXDOMAIN and for a CNAME chain that loops or never ends (a
+        permanent condition, RFC 1034 §3.6.2), DnsTempError for timeouts and server failures."""
+        try:
+            return list(self._sync.resolve(name, rdtype, search=False))
+        except dns.resolver.NXDOMAIN:
+            raise DnsNotFound(f"{name}: no such domain") from None
+        except dns.resolver.NoAnswer:
+            return []
+        except dns.resolver.NoNameservers as exc:
+            # dnspython reports an unusable answer (here: a looping chain) as "no nameserver left".
+            errors = [error[3] for error in exc.kwargs.get("errors") or []]
+            if errors and all(isinstance(error, dns.message.ChainTooLong) for error in errors):
+                raise DnsNotFound(f"{name}: CNAME chain loops or is too long") from None
+            raise DnsTempError(f"{name} {rdtype}: {type(exc).__name__}") from None
+        except dns.exception.DNSException as exc:
+            raise DnsTempError(f"{name} {rdtype}: {type(exc).__name__}") from None
