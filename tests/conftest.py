@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
+from tests.support.clamd import clamd  # noqa: F401
+
 ADMIN_DSN = os.environ.get("WHYMAIL_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_ADDR = os.environ.get("WHYMAIL_TEST_REDIS_ADDR", "127.0.0.1:6379")
 
