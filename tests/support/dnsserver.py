@@ -83,15 +83,15 @@ class _ZoneResolver(BaseResolver):
         return True
 
 
-def _free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
+def _free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP on `host`."""
     for _ in range(50):
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind(("127.0.0.1", 0))
+        udp.bind((host, 0))
         port = udp.getsockname()[1]
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            tcp.bind(("127.0.0.1", port))
+            tcp.bind((host, port))
         except OSError:
             continue
         finally:
@@ -102,20 +102,25 @@ def _free_port() -> int:
 
 
 class ZoneServer:
-    """Loopback DNS server; `address` is "127.0.0.1:port" for `dns.nameservers`."""
+    """Loopback DNS server; `address` is "127.0.0.1:port" for `dns.nameservers`.
 
-    def __init__(self) -> None:
+    `host` and `port` are for clients that cannot be told a port (libc's resolver only asks port 53):
+    e.g. ZoneServer(host="127.0.53.7", port=53), an address of the loopback /8 that nothing else uses.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
         self._resolver = _ZoneResolver()
-        self.port = _free_port()
+        self.host = host
+        self.port = port if port is not None else _free_port(host)
         quiet = DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False)
         self._servers = [
-            DNSServer(self._resolver, address="127.0.0.1", port=self.port, tcp=tcp, logger=quiet)
+            DNSServer(self._resolver, address=host, port=self.port, tcp=tcp, logger=quiet)
             for tcp in (False, True)
         ]
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def queries(self) -> list[tuple[str, str]]:

@@ -95,12 +95,6 @@ def _cases() -> Iterator:
             yield pytest.param(scenario, test, id=f"{scenario['description']}/{test_id}")
 
 
-@pytest.fixture(scope="module")
-def zone_server() -> Iterator[ZoneServer]:
-    with ZoneServer() as server:
-        yield server
-
-
 def test_suite_has_every_scenario() -> None:
     # Guards the parametrisation below against a truncated or unreadable data file.
     # The 2014.04 release: 16 scenarios, 203 tests.
