@@ -29,6 +29,9 @@ class Cluster:
     directory: object = None
     smtp_gateways: list = field(default_factory=list)
     smtp_port: int = 0
+    submission_port: int = 0
+    smtps_port: int = 0
+    queues: list = field(default_factory=list)
     imap_gateways: list = field(default_factory=list)
     imap_port: int = 0
     imaps_port: int = 0
@@ -56,11 +59,14 @@ def start_actors(
     runtime: Runtime,
     *,
     smtp_port: int | None = None,
+    submission_port: int | None = None,
+    smtps_port: int | None = None,
     imap_port: int | None = None,
     imaps_port: int | None = None,
     gateways: int = 1,
 ) -> Cluster:
     """Create (or find, when attaching) the shards, the Directory and the gateways; wait until ready."""
+    from actors.delivery_queue import DeliveryQueue
     from gateways.imap import ImapGateway  # gateways import actors, not the reverse
     from gateways.smtp import SmtpGateway
 
@@ -72,9 +78,17 @@ def start_actors(
         cluster.shards.append(MailboxShard.options(name=name, **common).remote(name, runtime))
     cluster.directory = Directory.options(name="directory", **common).remote(runtime)
     ray.get([shard.ready.remote() for shard in cluster.shards] + [cluster.directory.ready.remote()])
+    for index in range(runtime.config.queue.workers):
+        cluster.queues.append(
+            DeliveryQueue.options(name=f"delivery-queue-{index}", **common).remote(
+                f"delivery-queue-{index}", runtime, names, namespace
+            )
+        )
     for index in range(gateways):
         cluster.smtp_gateways.append(
-            SmtpGateway.options(name=f"smtp-gateway-{index}", **common).remote(runtime, names, namespace, smtp_port)
+            SmtpGateway.options(name=f"smtp-gateway-{index}", **common).remote(
+                runtime, names, namespace, smtp_port, submission_port, smtps_port
+            )
         )
         cluster.imap_gateways.append(
             ImapGateway.options(name=f"imap-gateway-{index}", **common).remote(
@@ -82,11 +96,14 @@ def start_actors(
             )
         )
     ports = ray.get([gateway.ready.remote() for gateway in cluster.smtp_gateways])
-    cluster.smtp_port = ports[0]
+    cluster.smtp_port, cluster.submission_port, cluster.smtps_port = ports[0]
+    ray.get([queue.ready.remote() for queue in cluster.queues])
     cluster.imap_port, cluster.imaps_port = ray.get(cluster.imap_gateways[0].ready.remote())
     log.info(
-        "actors ready: %d shards, %d gateway(s) of each kind: SMTP %d, IMAP %d, IMAPS %d",
-        len(names), gateways, cluster.smtp_port, cluster.imap_port, cluster.imaps_port,
+        "actors ready: %d shards, %d queue(s), %d gateway(s) of each kind: SMTP %d, submission %d, "
+        "SMTPS %d, IMAP %d, IMAPS %d",
+        len(names), len(cluster.queues), gateways, cluster.smtp_port, cluster.submission_port,
+        cluster.smtps_port, cluster.imap_port, cluster.imaps_port,
     )
     return cluster
 
@@ -98,7 +115,12 @@ def stop_actors(cluster: Cluster, grace: float = 10.0) -> None:
         ray.get([gateway.stop.remote(grace) for gateway in gateways], timeout=grace + 5)
     except Exception as exc:  # a gateway that is already gone needs no draining
         log.warning("gateway stop: %r", exc)
-    for handle in [*cluster.smtp_gateways, *cluster.imap_gateways, cluster.directory, *cluster.shards]:
+    try:
+        ray.get([queue.stop.remote() for queue in cluster.queues], timeout=grace + 5)
+    except Exception as exc:
+        log.warning("queue stop: %r", exc)
+    handles = [*cluster.smtp_gateways, *cluster.imap_gateways, *cluster.queues, cluster.directory, *cluster.shards]
+    for handle in handles:
         if handle is not None:
             try:
                 ray.kill(handle, no_restart=True)

@@ -8,18 +8,30 @@ import logging
 import socket
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import ray
 
+from whymail import antivirus
+from whymail.auth.lockout import GuardedAuthenticator, LoginGuard
+from whymail.db.audit import LoginAudit
+from whymail.db.dkim_keys import DkimKeyCache
+from whymail.db.pool import create_pool
 from whymail.directory.cache import DirectoryCache
+from whymail.dnsresolve import DnsResolver
+from whymail.imap.pg_storage import PgAuthenticator
 from whymail.logs import setup_logging
+from whymail.queue import store as queue_store
+from whymail.queue.spool import Spool
+from whymail.queue.submit import queue_message
 from whymail.ratelimit import ConnectionCounter, ConnectionRateLimiter, TokenBuckets, redis_client
 from whymail.runtime import Runtime
-from whymail.sharding import rendezvous_owner
+from whymail.smtp.inspect import MessageInspector
 from whymail.smtp.server import InboundHandler, SessionRegistry, SmtpStats, smtp_factory
-from whymail.store.batcher import ShardBatcher
+from whymail.smtp.submission import SubmissionHandler
 from whymail.store.models import DeliveryItem, DeliveryOutcome, Recipient
+from whymail.store.router import ShardRouter
 from whymail.tls import server_context
 
 log = logging.getLogger("whymail.gateway.smtp")
@@ -27,85 +39,165 @@ log = logging.getLogger("whymail.gateway.smtp")
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class SmtpGateway:
-    """The listener is bound from `__init__`, so a restarted gateway serves again at once."""
+    """The listeners are bound from `__init__`, so a restarted gateway serves again at once.
 
-    def __init__(self, runtime: Runtime, shard_names: list[str], namespace: str, port: int | None = None) -> None:
+    Three listeners share one event loop: the inbound MTA (port 25), submission with STARTTLS (587)
+    and submission with implicit TLS (465). Inbound mail goes straight to the owning shards;
+    submitted mail gets its Sent copy from the sender's shard and goes to the outbound queue.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        shard_names: list[str],
+        namespace: str,
+        port: int | None = None,
+        submission_port: int | None = None,
+        smtps_port: int | None = None,
+    ) -> None:
         setup_logging(runtime.config.logging, component="smtp-gateway")
         self._runtime = runtime
         self._shard_names = list(shard_names)
         self._namespace = namespace
-        self._port = runtime.config.server.smtp.port if port is None else port
+        smtp = runtime.config.server.smtp
+        self._ports = [
+            smtp.port if port is None else port,
+            smtp.submission_port if submission_port is None else submission_port,
+            smtp.smtps_port if smtps_port is None else smtps_port,
+        ]
         self._usage: dict[int, int] = {}
         self._stats = SmtpStats()
         self._registry = SessionRegistry()
-        self._batchers: dict[str, ShardBatcher] = {}
+        self._router: ShardRouter | None = None
         self._directory = DirectoryCache(runtime.dsn)
-        self._server: asyncio.base_events.Server | None = None
+        self._servers: list[asyncio.base_events.Server] = []
+        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="smtp-io")
         self._started = asyncio.get_event_loop().create_task(self._start())
 
-    async def _start(self) -> int:
+    async def _start(self) -> list[int]:
         # Listen first: with PostgreSQL away, RCPT answers 451 4.3.0 until the directory loads.
         await self._directory.start(wait=False)
-        for name in self._shard_names:
-            handle = ray.get_actor(name, namespace=self._namespace)
-            self._batchers[name] = ShardBatcher(
-                lambda batch, h=handle: h.deliver_batch.remote(batch),
-                on_usage=self._usage.update,
-                max_in_flight=self._runtime.config.ray.calls_in_flight,
-            )
         config = self._runtime.config
-        limits = config.limits
-        handler = InboundHandler(config, self._directory, self._deliver, self._usage, self._stats)
-        factory = smtp_factory(
+        handles = {name: ray.get_actor(name, namespace=self._namespace) for name in self._shard_names}
+        self._router = ShardRouter(
+            self._shard_names,
+            lambda name: (lambda batch, h=handles[name]: h.deliver_batch.remote(batch)),
+            on_usage=self._usage.update,
+            max_in_flight=config.ray.calls_in_flight,
+        )
+        redis = (
+            redis_client(self._runtime.redis_addr, db=config.redis.db, password=config.redis.password)
+            if self._runtime.redis_addr
+            else None
+        )
+        pool = await create_pool(self._runtime.dsn, min_size=1, max_size=config.db.max_pool)
+        self._pool = pool
+        self._spool = Spool(self._runtime.maildir_root, fsync=config.storage.fsync)
+        inspector = MessageInspector(
             config,
-            handler,
-            connections=ConnectionCounter(limits.max_connections_per_ip, limits.max_connections),
-            command_rate=TokenBuckets(limits.commands_per_minute / 60.0, limits.commands_per_minute / 6.0),
-            registry=self._registry,
-            stats=self._stats,
-            connect_rate=ConnectionRateLimiter(
-                limits.connections_per_minute,
-                redis_client(self._runtime.redis_addr, db=config.redis.db, password=config.redis.password)
-                if self._runtime.redis_addr
-                else None,
-                prefix=f"whymail:{self._namespace}:connrate",
+            scanner=antivirus.from_config(config.plugins.antivirus),
+            resolver=DnsResolver.from_config(config.dns),
+            dkim_keys=DkimKeyCache(pool, version=lambda: self._directory.version),
+        )
+        self._inspector = inspector
+        limits = config.limits
+        auth = config.auth
+        guard = LoginGuard(
+            max_per_ip=auth.max_failures_per_ip,
+            max_per_account=auth.max_failures_per_account,
+            window=auth.failure_window,
+            lockout=auth.lockout_seconds,
+            redis_client=redis,
+            prefix=f"whymail:{self._namespace}:login",  # the same counters as IMAP
+        )
+        authenticator = GuardedAuthenticator(
+            PgAuthenticator(pool, executor=self._executor), guard, LoginAudit(pool),
+            delay=auth.login_failure_delay, protocol="smtp",
+        )
+
+        async def authenticate(username: str, password: str, ip: str):
+            return await authenticator.authenticate(username, password, remote_ip=ip)
+
+        inbound = InboundHandler(
+            config, self._directory, self._deliver, self._usage, self._stats,
+            inspector=inspector, forward=self._forward,
+        )
+        submission = SubmissionHandler(
+            config, self._directory,
+            authenticate=authenticate, sent_today=self._sent_today, queue_message=self._queue,
+            store_copy=self._store_copy,
+            transform=lambda message, _sender: inspector.submission(message),
+            usage=self._usage, stats=self._stats,
+        )
+        common = {
+            "connections": ConnectionCounter(limits.max_connections_per_ip, limits.max_connections),
+            "command_rate": TokenBuckets(limits.commands_per_minute / 60.0, limits.commands_per_minute / 6.0),
+            "registry": self._registry,
+            "stats": self._stats,
+            "connect_rate": ConnectionRateLimiter(
+                limits.connections_per_minute, redis, prefix=f"whymail:{self._namespace}:connrate"
             ),
-            tls_context=server_context(config.server.tls, Path(self._runtime.state_dir), config.server.hostname),
-        )
+            "tls_context": server_context(config.server.tls, Path(self._runtime.state_dir), config.server.hostname),
+        }
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            factory, config.server.smtp.host, self._port, reuse_port=True, backlog=1024
-        )
-        sock = self._server.sockets[0]
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._port = sock.getsockname()[1]
-        log.info("smtp listening on %s:%d", config.server.smtp.host, self._port)
-        return self._port
-
-    async def _deliver(self, body: bytes, recipients: list[Recipient], envelope_from: str) -> list[DeliveryOutcome]:
-        by_shard: dict[str, list[DeliveryItem]] = {}
-        now = time.time()
-        for recipient in recipients:
-            owner = rendezvous_owner(recipient.user_id, self._shard_names)
-            by_shard.setdefault(owner, []).append(
-                DeliveryItem(
-                    delivery_id=uuid.uuid4(),
-                    body_index=0,
-                    recipient=recipient,
-                    envelope_from=envelope_from,
-                    internal_date=now,
-                )
+        host = config.server.smtp.host
+        listeners = [
+            (smtp_factory(config, inbound, **common), None),
+            (smtp_factory(config, submission, submission=True, **common), None),
+            (smtp_factory(config, submission, submission=True, implicit_tls=True, **common), common["tls_context"]),
+        ]
+        for index, (factory, ssl_context) in enumerate(listeners):
+            server = await loop.create_server(
+                factory, host, self._ports[index], reuse_port=True, backlog=1024, ssl=ssl_context,
             )
-        results = await asyncio.gather(
-            *(self._batchers[shard].submit(body, items) for shard, items in by_shard.items())
-        )
-        return [outcome for outcomes in results for outcome in outcomes]
+            sock = server.sockets[0]
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._ports[index] = sock.getsockname()[1]
+            self._servers.append(server)
+        log.info("smtp listening on %s: %d (MTA), %d (submission), %d (submissions)", host, *self._ports)
+        return list(self._ports)
 
-    async def ready(self) -> int:
-        """Wait until the listener is bound and (for up to 10 s) the directory loaded; returns the port."""
-        port = await asyncio.shield(self._started)
+    async def _deliver(
+        self, body: bytes, recipients: list[Recipient], envelope_from: str, mailbox: str = "INBOX"
+    ) -> list[DeliveryOutcome]:
+        assert self._router is not None
+        now = time.time()
+        items = [
+            DeliveryItem(
+                delivery_id=uuid.uuid4(), body_index=0, recipient=recipient, envelope_from=envelope_from,
+                internal_date=now, mailbox=mailbox,
+            )
+            for recipient in recipients
+        ]
+        return await self._router.deliver(body, items)
+
+    async def _store_copy(self, body: bytes, recipient: Recipient, envelope_from: str) -> DeliveryOutcome:
+        assert self._router is not None
+        item = DeliveryItem(
+            delivery_id=uuid.uuid4(), body_index=0, recipient=recipient, envelope_from=envelope_from,
+            internal_date=time.time(), mailbox="Sent", flags=("\\Seen",),
+        )
+        return (await self._router.deliver(body, [item]))[0]
+
+    async def _queue(self, body: bytes, sender: str, recipients: list[str], user_id: int | None) -> uuid.UUID:
+        return await queue_message(
+            self._pool, self._spool, self._runtime.config.queue, data=body, sender=sender,
+            recipients=recipients, user_id=user_id, executor=self._executor,
+        )
+
+    async def _forward(self, body: bytes, addresses: list[str], sender: str) -> None:
+        await self._queue(body, sender, addresses, None)
+
+    async def _sent_today(self, user_id: int) -> int:
+        async with self._pool.acquire() as conn:
+            return await queue_store.submissions_today(conn, user_id)
+
+    async def ready(self) -> list[int]:
+        """Wait until the listeners are bound and (for up to 10 s) the directory loaded; returns the ports
+        (MTA, submission, submissions)."""
+        ports = await asyncio.shield(self._started)
         await self._directory.wait_for_version(1, timeout=10.0)
-        return port
+        return ports
 
     async def stats(self) -> dict:
         return {
@@ -115,8 +207,8 @@ class SmtpGateway:
             "refused": self._stats.messages_refused,
             "recipients_refused": self._stats.recipients_refused,
             "replies": dict(self._stats.by_reply),
-            "shard_calls": {n: b.calls for n, b in self._batchers.items()},
-            "shard_items": {n: b.items_sent for n, b in self._batchers.items()},
+            "shard_calls": {n: b.calls for n, b in self._router.batchers.items()} if self._router else {},
+            "shard_items": {n: b.items_sent for n, b in self._router.batchers.items()} if self._router else {},
             "directory_version": self._directory.version,
         }
 
@@ -130,8 +222,8 @@ class SmtpGateway:
 
     async def stop(self, grace: float = 30.0) -> int:
         """Stop accepting, let sessions in flight finish (up to `grace` s); returns sessions cut off."""
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._registry.empty.wait(), timeout=grace)
         cut = len(self._registry.sessions)

@@ -168,6 +168,10 @@ class MailAuthConfig(_Section):
         "accept", description="DNS trouble during the checks: accept (mark temperror) or tempfail (451)"
     )
     authserv_id: str = Field("", description="authserv-id of Authentication-Results; empty: server.hostname")
+    trusted_networks: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="Clients (CIDR) whose mail on port 25 skips SPF/DKIM/DMARC (local services)",
+    )
 
     @field_validator("on_temperror")
     @classmethod

@@ -34,6 +34,8 @@ class MailSystem:
     cluster: object
     runtime: object
     hostname: str = "mx.whymail.test"
+    submission_port: int = 0
+    smtps_port: int = 0
     _password_hash: str = field(default="", repr=False)
 
     def run(self, coro):
@@ -121,7 +123,32 @@ class MailSystem:
 
 
 @pytest.fixture(scope="session")
-def mail_system(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailSystem]:
+def dns_zone() -> Iterator:
+    """The loopback DNS server every lookup of the test system goes to (MX, SPF, DKIM, DMARC)."""
+    from tests.support.dnsserver import ZoneServer
+
+    with ZoneServer() as server:
+        yield server
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mx_port() -> int:
+    """The port of every remote MX in the tests: each test's remote server binds its own 127.0.0.N to it."""
+    return _free_port()
+
+
+@pytest.fixture(scope="session")
+def mail_system(
+    pg_dsn: str, tmp_path_factory: pytest.TempPathFactory, dns_zone, mx_port: int
+) -> Iterator[MailSystem]:
     import ray
 
     from actors.cluster import start_actors, start_ray, stop_actors
@@ -137,16 +164,27 @@ def mail_system(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "WHYMAIL__RAY__SHARDS": "3",
         "WHYMAIL__RAY__NAMESPACE": f"whymail-test-{uuid.uuid4().hex[:8]}",
         "WHYMAIL__LOGGING__LEVEL": "WARNING",
+        "WHYMAIL__DNS__NAMESERVERS": f"[{dns_zone.address}]",
+        "WHYMAIL__DNS__TIMEOUT": "2",
+        "WHYMAIL__MAILAUTH__TRUSTED_NETWORKS": "[]",
+        "WHYMAIL__RELAY__MX_PORT": str(mx_port),
+        "WHYMAIL__RELAY__TIMEOUT": "10",
+        "WHYMAIL__QUEUE__RETRY_BASE": "0.3",
+        "WHYMAIL__QUEUE__RETRY_MAX_DELAY": "1",
+        "WHYMAIL__QUEUE__POLL_INTERVAL": "0.5",
+        "WHYMAIL__QUEUE__DELAY_WARNING": "0",
         "WHYMAIL__REDIS__DB": "15",
     }
     config = load_config(None, env=env)
     runtime = Runtime(config=config, state_dir=str(state_dir), dsn=pg_dsn, redis_addr=REDIS_ADDR)
     runtime.maildir_root.mkdir(parents=True, exist_ok=True)
     start_ray("", config.ray.namespace)
-    cluster = start_actors(runtime, smtp_port=0, imap_port=0, imaps_port=0)
+    cluster = start_actors(runtime, smtp_port=0, submission_port=0, smtps_port=0, imap_port=0, imaps_port=0)
     system = MailSystem(
         dsn=pg_dsn, smtp_port=cluster.smtp_port, maildir_root=runtime.maildir_root, cluster=cluster, runtime=runtime
     )
+    system.submission_port = cluster.submission_port
+    system.smtps_port = cluster.smtps_port
     try:
         yield system
     finally:

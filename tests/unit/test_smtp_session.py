@@ -149,7 +149,7 @@ async def server() -> AsyncIterator[Server]:
     snapshot = DirectorySnapshot.from_rows([{"name": DOMAIN, "is_active": True}], users, [])
     state = Server(port=0)
 
-    async def deliver(body, recipients, envelope_from):
+    async def deliver(body, recipients, envelope_from, mailbox="INBOX"):
         state.delivered.append(body)
         return [DeliveryOutcome(delivery_id=uuid.uuid4(), ok=True, uid=1, mailbox_id=1) for _ in recipients]
 
@@ -491,7 +491,7 @@ async def _tls_server(tmp_path: Path, *, per_ip: int = 3, timeout: float = 300.0
     snapshot = DirectorySnapshot.from_rows([{"name": DOMAIN, "is_active": True}], users, [])
     delivered: list[bytes] = []
 
-    async def deliver(body, recipients, envelope_from):
+    async def deliver(body, recipients, envelope_from, mailbox="INBOX"):
         delivered.append(body)
         return [DeliveryOutcome(delivery_id=uuid.uuid4(), ok=True, uid=1, mailbox_id=1) for _ in recipients]
 
@@ -593,7 +593,7 @@ async def test_a_message_over_one_recipients_quota_is_stored_for_nobody(shard_kn
     usage = {2: 2500} if shard_knows else {}  # reported by a shard, fresher than the snapshot
     delivered: list[list[int]] = []
 
-    async def deliver(body, recipients, envelope_from):
+    async def deliver(body, recipients, envelope_from, mailbox="INBOX"):
         delivered.append([r.user_id for r in recipients])
         return [DeliveryOutcome(delivery_id=uuid.uuid4(), ok=True, uid=1, mailbox_id=1) for _ in recipients]
 

@@ -1,4 +1,4 @@
-"""`whymailctl`: manage domains, users and aliases directly in the database.
+"""`whymailctl`: manage domains, users, aliases, DKIM keys and the outbound queue in the database.
 
 It calls the same directory service functions as the REST API, so the rules and messages are the
 same; a running server picks the change up through the `whymail_directory` NOTIFY triggers.
@@ -237,6 +237,97 @@ async def _user_disable(conn: Any, args: argparse.Namespace) -> None:
     _report(args, user, f"disabled {user.email}")
 
 
+async def _domain_dkim(conn: Any, args: argparse.Namespace) -> None:
+    import datetime as dt
+
+    from whymail.db.dkim_keys import store_key
+    from whymail.directory.addresses import normalize_domain
+    from whymail.mailauth.dkim import dns_txt_record, generate_key
+
+    domain = normalize_domain(args.domain)
+    selector = (args.selector or f"wm{dt.datetime.now(dt.UTC):%Y%m}").lower()
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", selector):
+        raise UsageError(f"invalid selector {selector!r}: one DNS label of letters, digits and '-'")
+    private_pem, public_b64 = await asyncio.to_thread(generate_key, args.algorithm, args.bits)
+    try:
+        await store_key(conn, domain, selector, args.algorithm, private_pem, public_b64)
+    except LookupError as exc:
+        raise OperationError(str(exc)) from None
+    except ValueError as exc:
+        raise OperationError(f"{exc}; choose another --selector") from None
+    record = dns_txt_record(selector, domain, args.algorithm, public_b64)
+    if args.json:
+        _print_json({"domain": domain, "selector": selector, "algorithm": args.algorithm,
+                     "public_key": public_b64, "dns_record": record})
+        return
+    print(f"new {args.algorithm} DKIM key for {domain}, selector {selector}; outbound mail is signed with it")
+    print("within a minute. Publish this DNS record:")
+    print()
+    print(record)
+
+
+_QUEUE_STATES = ("pending", "sending", "deferred", "sent", "failed", "dead")
+
+
+def _queue_ids(values: list[str]) -> list[int]:
+    try:
+        ids = [int(v) for v in values]
+    except ValueError:
+        raise UsageError("queue ids are numbers (see `whymailctl queue list`)") from None
+    if any(i <= 0 for i in ids):
+        raise UsageError("queue ids are positive numbers")
+    return ids
+
+
+async def _queue_list(conn: Any, args: argparse.Namespace) -> None:
+    from whymail.queue import store
+
+    statuses = None
+    if args.status:
+        statuses = [s.strip() for s in args.status.split(",") if s.strip()]
+        unknown = [s for s in statuses if s not in _QUEUE_STATES]
+        if unknown:
+            raise UsageError(f"unknown status {unknown[0]!r}: use {', '.join(_QUEUE_STATES)}")
+    entries = await store.list_entries(conn, statuses=statuses, limit=args.limit)
+    if args.json:
+        _print_json([store.as_json(e) for e in entries])
+        return
+    counts = await store.counts_by_status(conn)
+    _print_table(
+        ("ID", "STATUS", "ATTEMPTS", "NEXT", "FROM", "TO", "LAST ERROR"),
+        [
+            (str(e.id), e.status, str(e.attempts),
+             e.next_attempt_at.strftime("%Y-%m-%d %H:%M:%S") if e.status in ("pending", "deferred") else "-",
+             e.sender or "<>", ",".join(e.recipients)[:60], (e.last_error or "")[:70])
+            for e in entries
+        ],
+    )
+    print(" ".join(f"{state}={counts.get(state, 0)}" for state in _QUEUE_STATES))
+
+
+async def _queue_retry(conn: Any, args: argparse.Namespace) -> None:
+    from whymail.queue import store
+
+    ids = _queue_ids(args.ids)
+    done = await store.retry_entries(conn, ids, lifetime=args.app_config.queue.max_lifetime)
+    missing = sorted(set(ids) - set(done))
+    _report(args, {"retried": done, "not_retried": missing},
+            f"retrying {len(done)} entr{'y' if len(done) == 1 else 'ies'} now" if done else "nothing to retry")
+    if missing:
+        raise OperationError(f"not found or being sent right now: {', '.join(map(str, missing))}")
+
+
+async def _queue_delete(conn: Any, args: argparse.Namespace) -> None:
+    from whymail.queue import store
+
+    ids = _queue_ids(args.ids)
+    done = await store.delete_entries(conn, ids)
+    missing = sorted(set(ids) - set(done))
+    _report(args, {"deleted": done, "not_deleted": missing}, f"deleted {len(done)} entr{'y' if len(done) == 1 else 'ies'}")
+    if missing:
+        raise OperationError(f"not found or being sent right now: {', '.join(map(str, missing))}")
+
+
 def _alias_kind(source: str) -> str:
     return "catch-all" if source.startswith("@") else "alias"
 
@@ -329,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Manage WhyMail domains, users and aliases.",
         parents=[_common_options(suppress=False)],
     )
-    groups = parser.add_subparsers(dest="group", metavar="{domain,user,alias}", required=True)
+    groups = parser.add_subparsers(dest="group", metavar="{domain,user,alias,queue}", required=True)
 
     def command(group: Any, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         sub = group.add_parser(name, help=help_text, description=help_text, parents=[common])
@@ -337,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     domain = groups.add_parser("domain", help="local domains").add_subparsers(
-        dest="action", metavar="{add,list,delete}", required=True
+        dest="action", metavar="{add,list,delete,dkim}", required=True
     )
     sub = command(domain, "add", _domain_add, "add a local domain")
     sub.add_argument("domain", metavar="DOMAIN")
@@ -345,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(domain, "delete", _domain_delete, "delete a domain and its aliases")
     sub.add_argument("domain", metavar="DOMAIN")
     sub.add_argument("--force", action="store_true", help="also delete the domain's users and their mail")
+    sub = command(domain, "dkim", _domain_dkim, "generate a DKIM signing key and print its DNS record")
+    sub.add_argument("domain", metavar="DOMAIN")
+    sub.add_argument("--selector", help="DNS selector (default: wmYYYYMM)")
+    sub.add_argument("--algorithm", choices=("rsa", "ed25519"), default="rsa", help="key type (default: rsa)")
+    sub.add_argument("--bits", type=int, choices=(1024, 2048, 3072, 4096), default=2048, help="RSA key size")
 
     user = groups.add_parser("user", help="user accounts").add_subparsers(
         dest="action", metavar="{add,list,delete,password,quota,enable,disable}", required=True
@@ -387,6 +483,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--domain", metavar="DOMAIN", help="only the aliases of this domain")
     sub = command(alias, "delete", _alias_delete, "delete an alias or catch-all")
     sub.add_argument("source", metavar="SOURCE")
+
+    queue = groups.add_parser("queue", help="the outbound queue").add_subparsers(
+        dest="action", metavar="{list,retry,delete}", required=True
+    )
+    sub = command(queue, "list", _queue_list, "list queue entries (default: all, oldest first)")
+    sub.add_argument("--status", help="comma-separated: pending, sending, deferred, sent, failed, dead")
+    sub.add_argument("--limit", type=int, default=100, help="at most this many entries (default 100)")
+    sub = command(queue, "retry", _queue_retry, "send entries again now (failed and dead ones too)")
+    sub.add_argument("ids", metavar="ID", nargs="+")
+    sub = command(queue, "delete", _queue_delete, "remove entries from the queue (not while being sent)")
+    sub.add_argument("ids", metavar="ID", nargs="+")
     return parser
 
 
@@ -475,6 +582,7 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     state_dir = resolve_state_dir(args.state_dir, config)
+    args.app_config = config
     args.maildir_root = Path(config.storage.maildir_root or state_dir / "maildir")
 
     # Check what can be checked without the database first, and ask for the password before connecting.

@@ -117,7 +117,7 @@ async def enqueue(
     """
     groups = group_by_domain(recipients)
     status = await conn.execute(
-        f"""
+        """
         INSERT INTO outbound_queue (delivery_id, user_id, sender, recipient_domain, recipients, message_path,
                                     size, priority, max_attempts, expires_at, dsn_envid, dsn_ret)
         SELECT $1, $2, $3, g.key, ARRAY(SELECT jsonb_array_elements_text(g.value)), $5, $6, $7, $8,

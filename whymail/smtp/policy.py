@@ -32,6 +32,7 @@ class RcptContext:
     accepted_so_far: int
     max_recipients: int
     declared_size: int  # SIZE= of MAIL FROM (RFC 1870), 0 when absent
+    forwarding: bool = False  # alias destinations outside our domains can be queued
 
 
 def rcpt_reply(resolution, ctx: RcptContext, usage_of: Callable[[int], int]) -> SmtpReply:
@@ -51,8 +52,8 @@ def rcpt_reply(resolution, ctx: RcptContext, usage_of: Callable[[int], int]) -> 
     for user in resolution.users:
         if user.quota_bytes and usage_of(user.user_id) + ctx.declared_size > user.quota_bytes:
             return MAILBOX_FULL
-    if resolution.remote_addresses:
-        # Forwarding off-site needs the outbound queue; until it runs, never accept and drop.
+    if resolution.remote_addresses and not ctx.forwarding:
+        # Forwarding off-site needs the outbound queue; without it, never accept and drop.
         return FORWARDING_UNAVAILABLE
     if not resolution.users:
         return UNKNOWN_USER

@@ -35,7 +35,7 @@ from whymail.store.models import DeliveryOutcome, Recipient
 
 log = logging.getLogger("whymail.smtp")
 
-Deliver = Callable[[bytes, list[Recipient], str], Awaitable[list[DeliveryOutcome]]]
+Deliver = Callable[[bytes, list[Recipient], str, str], Awaitable[list[DeliveryOutcome]]]  # body, users, from, folder
 
 
 @dataclass(slots=True)
@@ -138,6 +138,8 @@ def fast_getaddr(arg: str) -> tuple[str, str] | None:
 class InboundHandler:
     """aiosmtpd hooks for the inbound MTA (port 25): local delivery only, no relaying."""
 
+    offers_auth = False  # port 25 takes no logins: clients submit on 587/465
+
     def __init__(
         self,
         config: Config,
@@ -145,12 +147,16 @@ class InboundHandler:
         deliver: Deliver,
         usage: dict[int, int],
         stats: SmtpStats,
+        inspector=None,  # whymail.smtp.inspect.MessageInspector: antivirus, SPF/DKIM/DMARC
+        forward=None,  # async (body, addresses, sender) -> None: queue alias forwards to remote addresses
     ) -> None:
         self._config = config
         self._directory = directory
         self._deliver = deliver
         self._usage = usage
         self._stats = stats
+        self._inspector = inspector
+        self._forward = forward
 
     def _usage_of(self, snapshot_user) -> Callable[[int], int]:
         return lambda user_id: self._usage.get(user_id, snapshot_user.get(user_id, 0))
@@ -159,7 +165,12 @@ class InboundHandler:
         session.host_name = hostname
         # aiosmtpd lists SIZE, 8BITMIME, SMTPUTF8 (and STARTTLS/AUTH when set up); add what it lacks.
         head, tail = responses[:-1], responses[-1:]
+        if not self.offers_auth:
+            head = [line for line in head if not line.startswith("250-AUTH")]
         return [*head, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", *tail]
+
+    async def handle_AUTH(self, server, session: Session, envelope: Envelope, args: list[str]):
+        return "503 5.5.1 Authentication is available on the submission ports only"
 
     async def handle_MAIL(self, server, session: Session, envelope: Envelope, address: str, mail_options):
         size = policy.declared_size(mail_options)
@@ -187,6 +198,7 @@ class InboundHandler:
             accepted_so_far=len(envelope.rcpt_tos),
             max_recipients=self._config.server.smtp.max_recipients,
             declared_size=getattr(envelope, "whymail_size", 0),
+            forwarding=self._forward is not None,
         )
         known_usage: dict[int, int] = envelope.whymail_storage_used  # type: ignore[attr-defined]
         for user in resolution.users:
@@ -199,6 +211,9 @@ class InboundHandler:
             return str(reply)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
+        if resolution.remote_addresses:
+            forwards: list[str] = envelope.__dict__.setdefault("whymail_forwards", [])
+            forwards.extend(a for a in resolution.remote_addresses if a not in forwards)
         for user in resolution.users:
             users[user.user_id] = Recipient(
                 user_id=user.user_id, domain=user.domain, local_part=user.local_part, quota_bytes=user.quota_bytes
@@ -220,14 +235,25 @@ class InboundHandler:
             recipient=envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None,
             timestamp=time.time(),
         )
-        body = header + (envelope.original_content or b"")
+        content = envelope.original_content or b""
+        mailbox = "INBOX"
+        reply = None
+        if self._inspector is not None:
+            inspection = await self._inspector.inbound(
+                content, client_ip=str(session.peer[0]), helo=session.host_name or "",
+                mail_from=envelope.mail_from or "",
+            )
+            reply = inspection.reply
+            header = inspection.headers + header
+            mailbox = inspection.mailbox
+        body = header + content
         # All recipients or none: refuse before storing if the message does not fit one of them, else
         # the shards would store it for the others and the client's retry would add another copy.
         known_usage: dict[int, int] = getattr(envelope, "whymail_storage_used", {})
-        reply = policy.quota_reply(users.values(), len(body), self._usage_of(known_usage))
         if reply is None:
-            outcomes = await self._deliver(body, list(users.values()), envelope.mail_from or "")
-            reply = outcome_reply(outcomes, queue_id)
+            reply = policy.quota_reply(users.values(), len(body), self._usage_of(known_usage))
+        if reply is None:
+            reply = await self._store(body, users, envelope, queue_id, mailbox)
         self._stats.count(reply)
         if reply.is_success:
             self._stats.messages_accepted += 1
@@ -241,6 +267,21 @@ class InboundHandler:
                        "rcpts": len(envelope.rcpt_tos), "size": len(body), "reply": str(reply)},
             )
         return str(reply)
+
+    async def _store(self, body: bytes, users: dict, envelope: Envelope, queue_id: str, mailbox: str) -> SmtpReply:
+        sender = envelope.mail_from or ""
+        forwards: list[str] = envelope.__dict__.get("whymail_forwards", [])
+        outcomes = await self._deliver(body, list(users.values()), sender, mailbox) if users else []
+        reply = outcome_reply(outcomes, queue_id) if outcomes else policy.STORED
+        if reply.is_success and forwards and self._forward is not None:
+            try:
+                await self._forward(body, forwards, sender)
+            except Exception as exc:
+                log.error("forward to %s not queued: %r", forwards, exc)
+                return policy.TRY_AGAIN
+        if reply is policy.STORED:
+            reply = SmtpReply(250, "2.0.0", f"OK: queued as {queue_id}")
+        return reply
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, ssl.SSLError | ConnectionError):
@@ -266,9 +307,11 @@ class WhyMailSMTP(SMTP):
         registry: SessionRegistry,
         stats: SmtpStats,
         connect_rate: ConnectionRateLimiter | None = None,
+        implicit_tls: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(handler, **kwargs)
+        self._implicit_tls = implicit_tls
         self._connect_rate = connect_rate
         self._connections = connections
         self._command_rate = command_rate
@@ -320,6 +363,13 @@ class WhyMailSMTP(SMTP):
         self._stats.sessions += 1
         self._registry.add(self)
         super().connection_made(transport)
+        if self._implicit_tls:
+            # Port 465 (RFC 8314 §3.3): TLS from the first byte. aiosmtpd only knows STARTTLS; giving it
+            # a TLS protocol object makes it offer AUTH and never offer STARTTLS (it only tests it for
+            # truth). uvloop's TLS transports (Ray actors) have no `_ssl_protocol`: the transport will do.
+            self._tls_protocol = getattr(transport, "_ssl_protocol", None) or transport
+            self._tls_established = True
+            self.session.ssl = transport.get_extra_info("ssl_object")
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused or self._lost:
@@ -331,6 +381,12 @@ class WhyMailSMTP(SMTP):
             self._counted_ip = None
         self._registry.remove(self)
         super().connection_lost(error)
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        # RFC 4954 §4: mechanism names are case-insensitive; aiosmtpd compares them as written.
+        mechanism, sep, rest = arg.partition(" ")
+        await super().smtp_AUTH(mechanism.upper() + sep + rest)
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:
@@ -527,8 +583,14 @@ def smtp_factory(
     stats: SmtpStats,
     connect_rate: ConnectionRateLimiter | None = None,
     tls_context: ssl.SSLContext | None = None,
+    submission: bool = False,
+    implicit_tls: bool = False,
 ) -> Callable[[], WhyMailSMTP]:
-    """A protocol factory for `loop.create_server`; STARTTLS is offered when `tls_context` is given."""
+    """A protocol factory for `loop.create_server`; STARTTLS is offered when `tls_context` is given.
+
+    `submission`: AUTH is required before MAIL (and offered only over TLS unless
+    `auth.allow_insecure_auth`); `implicit_tls`: the listener wraps connections in TLS itself (465).
+    """
     smtp = config.server.smtp
 
     def make() -> WhyMailSMTP:
@@ -545,8 +607,10 @@ def smtp_factory(
             hostname=config.server.hostname,
             ident=smtp.banner,
             timeout=smtp.timeout,
-            auth_require_tls=True,
-            tls_context=tls_context,
+            auth_require_tls=not (submission and config.auth.allow_insecure_auth),
+            auth_required=submission,
+            implicit_tls=implicit_tls,
+            tls_context=None if implicit_tls else tls_context,
         )
 
     return make

@@ -48,8 +48,11 @@ class ShardBatcher:
         retry_for: float = 20.0,
         on_usage: Callable[[dict[int, int]], None] | None = None,
         max_in_flight: int = 1,
+        first_attempt: int = 0,
     ) -> None:
         self._send = send
+        # > 0: every batch is checked for duplicates (callers that may resend after their own crash).
+        self._first_attempt = first_attempt
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight: set[asyncio.Task] = set()
         self._max_items = max_items
@@ -126,7 +129,7 @@ class ShardBatcher:
         for index, pending in enumerate(taken):
             bodies.append(pending.body)
             items.extend(item.model_copy(update={"body_index": index}) for item in pending.items)
-        batch = DeliveryBatch(bodies=bodies, items=items)
+        batch = DeliveryBatch(bodies=bodies, items=items, attempt=self._first_attempt)
         report = await self._send_with_retry(batch)
         if report is not None and len(report.outcomes) != len(items):
             log.error("shard answered %d outcomes for %d items", len(report.outcomes), len(items))
