@@ -22,13 +22,14 @@ What it offers:
 
 What it records (safe to read once the client has had its answer, the reply is sent after recording):
 - `connections`: how many connections were accepted since `start()`.
-- `messages`: every accepted message as `ReceivedMessage` (envelope, bytes as received after
-  dot-unstuffing, whether TLS was on, the AUTH login, the connection number).
+- `messages`: every accepted message as `ReceivedMessage` (envelope with the null sender as "",
+  bytes as received after dot-unstuffing, whether TLS was on, the AUTH login, the connection number).
 - `commands`: `(connection, "VERB arg")` for every command that reached the handler.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import ssl
 import tempfile
@@ -71,6 +72,7 @@ class _State:
     connections: int = 0
     messages: list[ReceivedMessage] = field(default_factory=list)
     commands: list[tuple[int, str]] = field(default_factory=list)
+    data_waiting: threading.Event = field(default_factory=threading.Event)  # set while a DATA reply is held
 
     def take_rule(self, command: str, argument: str) -> str | None:
         with self.lock:
@@ -123,8 +125,9 @@ class _SinkSMTP(SMTP):
 
 
 class _Handler:
-    def __init__(self, state: _State) -> None:
+    def __init__(self, state: _State, reply_delay: float = 0.0) -> None:
         self.state = state
+        self.reply_delay = reply_delay
 
     @staticmethod
     def _drop(server: SMTP) -> str:
@@ -183,8 +186,14 @@ class _Handler:
             return self._drop(server)
         if scripted is not None and not scripted.startswith("2"):
             return scripted
+        if self.reply_delay:
+            # A slow receiver: a client that goes away before the answer never had the message accepted.
+            self.state.data_waiting.set()
+            await asyncio.sleep(self.reply_delay)
+            if server.transport is None or server.transport.is_closing():
+                return self._drop(server)
         message = ReceivedMessage(
-            mail_from=envelope.mail_from,
+            mail_from="" if envelope.mail_from == "<>" else envelope.mail_from,  # the null sender
             rcpt_tos=list(envelope.rcpt_tos),
             data=content,
             mail_options=list(envelope.mail_options),
@@ -201,8 +210,8 @@ class _Handler:
 class _Controller(Controller):
     """Binds port 0 and learns the real port before aiosmtpd's start-up probe connects."""
 
-    def __init__(self, handler: _Handler, state: _State, **kwargs) -> None:
-        super().__init__(handler, hostname="127.0.0.1", port=0, **kwargs)
+    def __init__(self, handler: _Handler, state: _State, host: str = "127.0.0.1", port: int = 0, **kwargs) -> None:
+        super().__init__(handler, hostname=host, port=port, **kwargs)
         self.sink_state = state
         self._factory_calls = 0
         self.counting = False
@@ -231,10 +240,13 @@ class SmtpSink:
         implicit_tls: bool = False,
         users: dict[str, str] | None = None,
         size_limit: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        reply_delay: float = 0.0,
     ) -> None:
         self.hostname = hostname
-        self.host = "127.0.0.1"
-        self.port = 0
+        self.host = host
+        self.port = port
         self.users = dict(users or {})
         self._state = _State()
         self._dir = Path(tempfile.mkdtemp(prefix="whymail-sink-"))
@@ -255,7 +267,9 @@ class SmtpSink:
             kwargs["tls_context"] = tls
         if implicit_tls:
             kwargs["ssl_context"] = tls
-        self._controller = _Controller(_Handler(self._state), self._state, **kwargs)
+        self._controller = _Controller(
+            _Handler(self._state, reply_delay), self._state, host=host, port=port, **kwargs
+        )
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
         ok = (
@@ -293,6 +307,11 @@ class SmtpSink:
         """Answer `command` with `reply` (or DROP) while the rule applies; see the module docstring."""
         with self._state.lock:
             self._state.rules.append(_Rule(command.upper(), reply, match, times))
+
+    @property
+    def data_waiting(self) -> threading.Event:
+        """With `reply_delay`: set when a message has arrived and its reply is being held back."""
+        return self._state.data_waiting
 
     def clear_scripts(self) -> None:
         with self._state.lock:
