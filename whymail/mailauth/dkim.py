@@ -192,7 +192,7 @@ def _describe(sig: _Signature, result: str, reason: str) -> DkimResult:
     )
 
 
-def _read_signatures(message: bytes) -> list[_Signature]:
+def _read_signatures(message: bytes, accept_rsa_sha1: bool) -> list[_Signature]:
     """Every DKIM-Signature of the message, parsed and checked for syntax (RFC 6376 §6.1.1)."""
     headers, _body = dkimpy.rfc822_parse(message)
     found: list[_Signature] = []
@@ -211,7 +211,7 @@ def _read_signatures(message: bytes) -> list[_Signature]:
         except dkimpy.DKIMException as exc:
             sig.outcome = _describe(sig, "neutral", f"signature: {exc}")
             continue
-        if sig.tags[b"a"] == b"rsa-sha1":
+        if sig.tags[b"a"] == b"rsa-sha1" and not accept_rsa_sha1:
             sig.outcome = _describe(sig, "permerror", "rsa-sha1 is not accepted (RFC 8301 §3.1)")
         elif b"from" not in [h.strip().lower() for h in sig.tags[b"h"].split(b":")]:
             sig.outcome = _describe(sig, "neutral", "From is not signed (RFC 6376 §5.4)")
@@ -279,10 +279,11 @@ def _verify_with_keys(message: bytes, signatures: list[_Signature]) -> list[Dkim
     return results
 
 
-async def verify(message: bytes, resolver: DnsResolver) -> list[DkimResult]:
-    """One result per DKIM-Signature, top to bottom; a single result "none" when there is none."""
+async def verify(message: bytes, resolver: DnsResolver, *, accept_rsa_sha1: bool = False) -> list[DkimResult]:
+    """One result per DKIM-Signature, top to bottom; a single result "none" when there is none.
+    rsa-sha1 signatures are permerror unless `accept_rsa_sha1` (RFC 8301 §3.1 forbids them)."""
     try:
-        signatures = await asyncio.to_thread(_read_signatures, message)
+        signatures = await asyncio.to_thread(_read_signatures, message, accept_rsa_sha1)
     except dkimpy.DKIMException as exc:  # the header section itself cannot be parsed
         return [DkimResult(result="neutral", reason=f"message: {exc}")]
     if not signatures:

@@ -250,7 +250,9 @@ def author_domain(message: bytes) -> str:
         raise ValueError("no From header field")
     if len(fields) > 1:
         raise ValueError("more than one From header field")
-    addresses = [address for _name, address in getaddresses([str(field) for field in fields]) if address]
+    addresses = [
+        address for _name, address in getaddresses([str(field) for field in fields]) if "@" in address
+    ]
     domains = {address.rpartition("@")[2].strip().rstrip(".").lower() for address in addresses}
     domains.discard("")
     if len(domains) != 1:

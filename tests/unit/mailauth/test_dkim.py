@@ -34,8 +34,13 @@ def publish(zone: ZoneServer, algorithm: str, selector: str = "sel", domain: str
     zone.add(dns_txt_record(selector, domain, algorithm, KEYS[algorithm][1]))
 
 
-def signed(algorithm: str, message: bytes = MESSAGE, domain: str = "example.test", selector: str = "sel") -> bytes:
-    return sign(message, domain=domain, selector=selector, private_pem=KEYS[algorithm][0], algorithm=algorithm) + message
+def signed(
+    algorithm: str, message: bytes = MESSAGE, domain: str = "example.test", selector: str = "sel"
+) -> bytes:
+    return (
+        sign(message, domain=domain, selector=selector, private_pem=KEYS[algorithm][0], algorithm=algorithm)
+        + message
+    )
 
 
 def dkimpy_verify(message: bytes, resolver: DnsResolver) -> bool:
@@ -140,14 +145,18 @@ async def test_tampered_subject_fails(zone: ZoneServer, resolver: DnsResolver) -
     assert result.result == "fail"
 
 
-async def test_relaxed_canonicalization_survives_whitespace_changes(zone: ZoneServer, resolver: DnsResolver) -> None:
+async def test_relaxed_canonicalization_survives_whitespace_changes(
+    zone: ZoneServer, resolver: DnsResolver
+) -> None:
     publish(zone, "rsa")
     message = signed("rsa").replace(b"Subject: Quarterly figures", b"subject:   Quarterly   figures")
     message = message.replace(b"the figures are attached.\r\n", b"the figures  are attached.   \r\n\r\n\r\n")
     assert (await verify(message, resolver))[0].result == "pass"
 
 
-async def test_an_added_second_from_breaks_the_oversigned_signature(zone: ZoneServer, resolver: DnsResolver) -> None:
+async def test_an_added_second_from_breaks_the_oversigned_signature(
+    zone: ZoneServer, resolver: DnsResolver
+) -> None:
     publish(zone, "rsa")
     message = signed("rsa").replace(b"To: Bob", b"From: ceo@example.test\r\nTo: Bob")
     assert (await verify(message, resolver))[0].result == "fail"
@@ -180,8 +189,12 @@ async def test_key_of_another_algorithm_is_permerror(zone: ZoneServer, resolver:
 
 async def test_ed25519_signature_of_the_wrong_length_fails(zone: ZoneServer, resolver: DnsResolver) -> None:
     publish(zone, "ed25519")
-    header = sign(MESSAGE, domain="example.test", selector="sel", private_pem=KEYS["ed25519"][0], algorithm="ed25519")
-    forged, count = re.subn(rb";\s*b=[A-Za-z0-9+/=\s]+\Z", b"; b=" + base64.b64encode(b"x" * 48) + b"\r\n", header)
+    header = sign(
+        MESSAGE, domain="example.test", selector="sel", private_pem=KEYS["ed25519"][0], algorithm="ed25519"
+    )
+    forged, count = re.subn(
+        rb";\s*b=[A-Za-z0-9+/=\s]+\Z", b"; b=" + base64.b64encode(b"x" * 48) + b"\r\n", header
+    )
     assert count == 1
     (result,) = await verify(forged + MESSAGE, resolver)
     assert result.result == "fail"

@@ -55,7 +55,9 @@ async def test_softfail_and_none(zone: ZoneServer, resolver: DnsResolver) -> Non
     assert (await check_spf(resolver, "192.0.2.1", "a@nothing.example.test", "h.test")).result == "none"
 
 
-async def test_include_of_a_domain_without_policy_is_permerror(zone: ZoneServer, resolver: DnsResolver) -> None:
+async def test_include_of_a_domain_without_policy_is_permerror(
+    zone: ZoneServer, resolver: DnsResolver
+) -> None:
     zone.set_zone(ZONE)  # RFC 7208 §5.2: include of a domain with no record is permerror
     result = await check_spf(resolver, "192.0.2.1", "a@inc.example.test", "h.test")
     assert result.result == "permerror"
@@ -84,7 +86,9 @@ async def test_unparsable_client_ip_is_permerror(zone: ZoneServer, resolver: Dns
     assert result.result == "permerror"
 
 
-def test_query_sync_tells_nxdomain_nodata_and_cname_loops_apart(zone: ZoneServer, resolver: DnsResolver) -> None:
+def test_query_sync_tells_nxdomain_nodata_and_cname_loops_apart(
+    zone: ZoneServer, resolver: DnsResolver
+) -> None:
     # Zone-file lines start in column 0: a leading blank means "same owner as the line before".
     zone.set_zone(
         "host.example.test.   IN A     192.0.2.1\n"
