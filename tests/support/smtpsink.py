@@ -82,10 +82,14 @@ def parse_dump(path: Path) -> DumpedMessage:
 class PostfixSink:
     """Postfix's smtp-sink on 127.0.0.1, dumping every message into a temporary directory."""
 
-    def __init__(self, *, hostname: str = "smtp-sink.test", extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self, *, hostname: str = "smtp-sink.test", extra_args: list[str] | None = None, host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self.hostname = hostname
-        self.host = "127.0.0.1"
-        self.port = 0
+        self.host = host
+        self.port = port
+        self._fixed_port = port
         self.extra_args = list(extra_args or [])
         self.directory = Path(tempfile.mkdtemp(prefix="whymail-smtp-sink-"))
         self.dump_dir = self.directory / "dump"
@@ -109,7 +113,7 @@ class PostfixSink:
         self.dump_dir.mkdir()
         self.dump_dir.chmod(0o777)
         for _attempt in range(5):  # the free port may be taken between our probe and its bind
-            self.port = _free_port()
+            self.port = self._fixed_port or _free_port()
             with self._counters.open("wb") as out:
                 self._process = subprocess.Popen(self._command(), stdout=out, stderr=subprocess.PIPE)
             if self._wait_listening(time.monotonic() + deadline):
