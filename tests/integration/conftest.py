@@ -147,7 +147,7 @@ def mx_port() -> int:
 
 @pytest.fixture(scope="session")
 def mail_system(
-    pg_dsn: str, tmp_path_factory: pytest.TempPathFactory, dns_zone, mx_port: int
+    pg_dsn: str, tmp_path_factory: pytest.TempPathFactory, dns_zone, mx_port: int, clamd
 ) -> Iterator[MailSystem]:
     import ray
 
@@ -173,6 +173,8 @@ def mail_system(
         "WHYMAIL__QUEUE__RETRY_MAX_DELAY": "1",
         "WHYMAIL__QUEUE__POLL_INTERVAL": "0.5",
         "WHYMAIL__QUEUE__DELAY_WARNING": "0",
+        "WHYMAIL__PLUGINS__ANTIVIRUS__ENABLED": "true",
+        "WHYMAIL__PLUGINS__ANTIVIRUS__CLAMAV_SOCKET": clamd.tcp_address,
         "WHYMAIL__REDIS__DB": "15",
     }
     config = load_config(None, env=env)
