@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import re
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from whymail.dnsresolve import DnsNotFound, DnsResolver, DnsTempError
+
+log = logging.getLogger(__name__)
 
 ALGORITHMS = {"rsa": b"rsa-sha256", "ed25519": b"ed25519-sha256"}
 
@@ -211,6 +214,11 @@ def _read_signatures(message: bytes, accept_rsa_sha1: bool) -> list[_Signature]:
         except dkimpy.DKIMException as exc:
             sig.outcome = _describe(sig, "neutral", f"signature: {exc}")
             continue
+        except (IndexError, KeyError, ValueError, TypeError) as exc:
+            # dkimpy trips over some hostile input itself (an i= as long as d= without "@" raises
+            # IndexError); the signature is malformed either way.
+            sig.outcome = _describe(sig, "neutral", f"signature: malformed ({type(exc).__name__})")
+            continue
         if sig.tags[b"a"] == b"rsa-sha1" and not accept_rsa_sha1:
             sig.outcome = _describe(sig, "permerror", "rsa-sha1 is not accepted (RFC 8301 §3.1)")
         elif b"from" not in [h.strip().lower() for h in sig.tags[b"h"].split(b":")]:
@@ -273,6 +281,9 @@ def _verify_with_keys(message: bytes, signatures: list[_Signature]) -> list[Dkim
             results.append(_describe(sig, "neutral", str(exc)))
         except ValueError as exc:  # e.g. PyNaCl refusing a b= of the wrong length
             results.append(_describe(sig, "fail", f"signature: {exc}"))
+        except (IndexError, KeyError, TypeError) as exc:  # dkimpy on input it did not expect
+            log.warning("dkim verification of d=%s crashed: %r", _text(sig.tags.get(b"d")), exc)
+            results.append(_describe(sig, "neutral", f"signature: malformed ({type(exc).__name__})"))
         else:
             reason = "" if good else "signature did not verify"
             results.append(_describe(sig, "pass" if good else "fail", reason))

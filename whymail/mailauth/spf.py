@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 from dataclasses import dataclass
 
 import spf as pyspf
@@ -24,6 +25,8 @@ DEFAULT_EXPLANATION = "the sending host is not authorised by the domain's SPF re
 
 # RFC 7208 §4.6.4: at least 20 seconds for the whole evaluation.
 DEFAULT_TIMEOUT = 20.0
+
+log = logging.getLogger(__name__)
 
 _current_resolver: contextvars.ContextVar[DnsResolver | None] = contextvars.ContextVar(
     "whymail_spf_resolver", default=None
@@ -98,7 +101,15 @@ def check_spf_sync(
         except pyspf.PermError as exc:  # an unparsable client address
             return SpfResult("permerror", "", "mailfrom", mail_from, str(exc))
         query.set_default_explanation(DEFAULT_EXPLANATION)
-        result, _code, explanation = query.check()
+        try:
+            result, _code, explanation = query.check()
+        except Exception as exc:
+            # pyspf raises plain Exception("Invalid query") and AssertionError("Too many levels of
+            # recursion") for states it considers impossible; the record is at fault, not the mail.
+            log.exception("pyspf failed on %s from %s", mail_from or helo, ip)
+            return SpfResult(
+                "permerror", query.o.lower(), query.ident, query.s, f"SPF evaluation error: {exc!r}"
+            )
     finally:
         _current_resolver.reset(token)
     if result == "ambiguous":  # only reported in pyspf's "harsh" mode, which we do not use

@@ -28,4 +28,4 @@ def zone(zone_server: ZoneServer) -> Iterator[ZoneServer]:
 @pytest.fixture
 def resolver(zone: ZoneServer) -> DnsResolver:
     # Short: some tests make the server drop queries and wait for the timeout.
-    return DnsResolver([zone.address], timeout=0.5)
+    return DnsResolver([zone.address], timeout=1.0)

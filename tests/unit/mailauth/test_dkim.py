@@ -222,6 +222,15 @@ async def test_signature_with_a_missing_tag_is_neutral(resolver: DnsResolver) ->
     assert "bh" in result.reason
 
 
+async def test_i_tag_without_at_sign_is_neutral_not_a_crash(zone: ZoneServer, resolver: DnsResolver) -> None:
+    # Found by mutation fuzzing: dkimpy raised IndexError for i= equal to d= without "@".
+    publish(zone, "rsa")
+    message = signed("rsa").replace(b"i=@example.test", b"i=example.test", 1)
+    (result,) = await verify(message, resolver)
+    assert result.result == "neutral"
+    assert "malformed" in result.reason
+
+
 async def test_each_signature_gets_its_own_result(zone: ZoneServer, resolver: DnsResolver) -> None:
     publish(zone, "rsa", selector="a")
     publish(zone, "ed25519", selector="b", domain="relay.example.net")
