@@ -12,7 +12,7 @@ What it offers:
   `implicit_tls=True`: TLS from the first byte. `cert_file` is the certificate, for clients that verify.
 - `users={"name": "password"}`: AUTH PLAIN/LOGIN, required before MAIL. AUTH is offered in clear
   text only when the sink has no TLS at all (a test server on loopback).
-- `size_limit=n`: advertised as `SIZE n` (0: no SIZE keyword at all).
+- `size_limit=n`: advertised as `SIZE n` (0: no SIZE keyword at all); `smtputf8=False` hides SMTPUTF8.
 - `script(command, reply, match=None, times=None)`: answer `command` (CONNECT for the greeting, EHLO,
   HELO, MAIL, RCPT, DATA, RSET) with `reply` instead of the default. `match` is a case-insensitive
   substring of the argument (the address for MAIL/RCPT, the name for EHLO/HELO, the message for DATA);
@@ -243,6 +243,7 @@ class SmtpSink:
         host: str = "127.0.0.1",
         port: int = 0,
         reply_delay: float = 0.0,
+        smtputf8: bool = True,
     ) -> None:
         self.hostname = hostname
         self.host = host
@@ -257,6 +258,7 @@ class SmtpSink:
             "server_hostname": hostname,
             "ident": "test sink",
             "data_size_limit": size_limit or None,
+            "enable_SMTPUTF8": smtputf8,
             # Without users AUTH is hidden until TLS; with users it is offered in clear text only
             # on a sink that has no TLS at all.
             "auth_require_tls": not self.users or starttls or implicit_tls,

@@ -9,6 +9,7 @@ The caller (the DeliveryQueue) decides about retries and bounces.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import re
@@ -48,8 +49,11 @@ _QUIT_TIMEOUT = 5.0
 _CONNECTION_ERRORS = (SMTPServerDisconnected, SMTPTimeoutError, OSError, SMTPResponseException)
 
 
+@functools.lru_cache(maxsize=2)
 def client_tls_context(verify: bool) -> ssl.SSLContext:
-    """TLS for talking to other servers: the system trust store when `verify`, no checks otherwise."""
+    """TLS for talking to other servers: the system trust store when `verify`, no checks otherwise.
+
+    Made once per process (loading the trust store blocks for a few milliseconds)."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     if not verify:
         # Opportunistic TLS (RFC 7435): encryption without authentication beats clear text.
@@ -433,10 +437,16 @@ async def deliver(
 ) -> dict[MessageId, list[RecipientResult]]:
     """Send `messages` (all for `domain`) over one connection; per message, one result per recipient.
 
+    `timeout` bounds the connect and every reply wait. `tls_context_factory(verify)` makes the client
+    TLS contexts (tests pass one that trusts their sink); `rng` orders equal-preference MX hosts.
     `on_message` is awaited after each message a server answered, before the next one is sent, so
     the caller can commit the answers (a crash after that never sends those recipients again).
     """
+    if not helo.strip():
+        raise ValueError("deliver needs a HELO name")
     results: dict[MessageId, list[RecipientResult]] = {}
+    if not messages:
+        return results
     try:
         hops = await route(domain, resolver, relay, rng=rng)
     except NoRoute as exc:

@@ -179,6 +179,29 @@ async def test_bad_address_is_refused_locally(mx, resolver, sink: SmtpSink) -> N
     assert sink.verbs().count("RSET") == 0
 
 
+async def test_non_ascii_addresses_use_smtputf8(mx, resolver, sink: SmtpSink) -> None:
+    results = await send([message(1, f"jörg@{DOMAIN}", sender="zoë@src.test")], resolver, RelayConfig(mx_port=sink.port))
+    assert statuses(results[1]) == {f"jörg@{DOMAIN}": "delivered"}
+    received = sink.messages[0]
+    assert "SMTPUTF8" in received.mail_options  # RFC 6531 §3.4
+    assert (received.mail_from, received.rcpt_tos) == ("zoë@src.test", [f"jörg@{DOMAIN}"])
+
+
+async def test_non_ascii_addresses_fail_without_smtputf8(mx, resolver) -> None:
+    with SmtpSink(smtputf8=False) as sink:
+        results = await send([message(1, f"jörg@{DOMAIN}"), message(2)], resolver, RelayConfig(mx_port=sink.port))
+        (result,) = results[1]
+        assert (result.status, result.code, result.enhanced) == ("failed", 553, "5.6.7")
+        assert statuses(results[2]) == {f"bob@{DOMAIN}": "delivered"}
+        assert sink.verbs().count("MAIL") == 1
+
+
+async def test_empty_batch_does_nothing(zone, resolver, sink: SmtpSink) -> None:
+    before = len(zone.queries)
+    assert await send([], resolver, RelayConfig(mx_port=sink.port)) == {}
+    assert sink.connections == 0 and len(zone.queries) == before
+
+
 # --- STARTTLS ----------------------------------------------------------------------------------
 
 
