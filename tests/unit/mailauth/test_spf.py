@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -104,3 +105,17 @@ def test_query_sync_tells_nxdomain_nodata_and_cname_loops_apart(
     zone.set_servfail("host.example.test")
     with pytest.raises(DnsTempError):
         resolver.query_sync("host.example.test", "A")
+
+
+async def test_concurrent_checks_each_use_their_own_resolver(zone: ZoneServer, resolver: DnsResolver) -> None:
+    # pyspf has one module-level DNS hook; the resolver of each check travels in a ContextVar.
+    zone.set_zone('example.test. IN TXT "v=spf1 ip4:192.0.2.0/24 -all"\n')
+    with ZoneServer() as other:
+        other.set_zone('example.test. IN TXT "v=spf1 -all"\n')
+        other_resolver = DnsResolver([other.address], timeout=1.0)
+        checks = [
+            check_spf(resolver if i % 2 == 0 else other_resolver, "192.0.2.10", "a@example.test", "h.test")
+            for i in range(20)
+        ]
+        results = await asyncio.gather(*checks)
+    assert [r.result for r in results] == ["pass", "fail"] * 10
