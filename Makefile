@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration lint fmt coverage bench migrate sysdeps clean
+.PHONY: help install run test test-unit test-integration lint fmt coverage bench bench-submission migrate sysdeps clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ coverage: $(STAMP) sysdeps ## tests with a coverage report
 
 bench: $(STAMP) ## SMTP delivery benchmark (writes bench/results/*.json)
 	$(BIN)/python bench/smtp_delivery.py
+
+bench-submission: $(STAMP) ## submission + relay to a local smtp-sink benchmark (issue 5; bench/results/)
+	$(BIN)/python bench/submission_relay.py
 
 migrate: $(STAMP) ## apply pending migrations to the configured (or embedded) database
 	$(BIN)/whymail migrate up
