@@ -80,7 +80,7 @@ class DnsResolver:
 
     async def mx(self, domain: str) -> list[tuple[int, str]]:
         """MX records sorted by preference, hosts without the trailing dot. A null MX (RFC 7505)
-        comes back as [(0, "")]; no MX at all as []."""
+        comes back as [(0, ".")]; no MX at all as []."""
         answer = await self._query(domain, "MX")
         records = [(int(r.preference), r.exchange.to_text(omit_final_dot=True).lower()) for r in answer]
         return sorted(records, key=lambda rec: rec[0])

@@ -14,8 +14,13 @@ from tests.integration.conftest import MailSystem
 from whymail.sharding import rendezvous_owner
 
 SWAKS = "/usr/bin/swaks"
-# One `Received:` header (possibly folded), the only thing the server adds in front of what was sent.
-_RECEIVED = re.compile(rb"Received: from [^\r\n]*(?:\r\n\t[^\r\n]*)*\r\n")
+# What the server adds in front of what was sent, each possibly folded: Authentication-Results
+# (RFC 8601), X-Virus-Scanned (the test system scans with clamd) and one Received.
+_FIELD = rb"[^\r\n]*(?:\r\n\t[^\r\n]*)*\r\n"
+_RECEIVED = re.compile(
+    rb"Authentication-Results: mx\.whymail\.test;" + _FIELD + rb"X-Virus-Scanned: clamav" + _FIELD
+    + rb"Received: from " + _FIELD
+)
 
 
 def _message(sender: str, to: list[str], subject: str, body: str = "hello\n") -> EmailMessage:
@@ -110,7 +115,9 @@ def test_message_is_stored_in_maildir_and_database_after_250(mail_system: MailSy
     assert rows[0]["uid"] == 1
     path = mail_system.maildir_root / rows[0]["maildir_path"]
     data = path.read_bytes()
-    assert data.startswith(b"Received: from client.example ([127.0.0.1])")
+    # Our trace fields come first: Authentication-Results (RFC 8601), the scan, then Received.
+    assert data.startswith(b"Authentication-Results: mx.whymail.test;")
+    assert b"\r\nReceived: from client.example ([127.0.0.1])" in data.split(b"\r\n\r\n")[0]
     assert b"by mx.whymail.test (WhyMail)" in data
     assert len(data) == rows[0]["size"]
     assert mail_system.maildir_files(domain, "alice") == [path]
@@ -149,7 +156,9 @@ def test_swaks_single_recipient_is_stored(mail_system: MailSystem, domain: str) 
         ("from swaks", 1, "swaks@example.org")
     ]
     data = (mail_system.maildir_root / rows[0]["maildir_path"]).read_bytes()
-    assert data.startswith(b"Received: from client.example ([127.0.0.1])")
+    # Our trace fields come first: Authentication-Results (RFC 8601), the scan, then Received.
+    assert data.startswith(b"Authentication-Results: mx.whymail.test;")
+    assert b"\r\nReceived: from client.example ([127.0.0.1])" in data.split(b"\r\n\r\n")[0]
     assert b"sent by swaks" in data
     assert len(data) == rows[0]["size"]
 

@@ -72,7 +72,9 @@ class _State:
     connections: int = 0
     messages: list[ReceivedMessage] = field(default_factory=list)
     commands: list[tuple[int, str]] = field(default_factory=list)
-    data_waiting: threading.Event = field(default_factory=threading.Event)  # set while a DATA reply is held
+    open_connections: int = 0
+    holding: bool = False  # `hold()`: DATA replies wait until `release()`
+    held: int = 0  # DATA replies waiting right now
 
     def take_rule(self, command: str, argument: str) -> str | None:
         with self.lock:
@@ -99,6 +101,21 @@ class _SinkSMTP(SMTP):
         self.sink_state = state
         self.connection_number = number
         self._greeted = False
+        self._opened = False
+
+    def connection_made(self, transport) -> None:
+        if not self._opened:  # not again after STARTTLS
+            self._opened = True
+            with self.sink_state.lock:
+                self.sink_state.open_connections += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, error) -> None:
+        if self._opened:
+            self._opened = False
+            with self.sink_state.lock:
+                self.sink_state.open_connections -= 1
+        super().connection_lost(error)
 
     async def push(self, status) -> None:
         if not self._greeted:
@@ -187,11 +204,19 @@ class _Handler:
         if scripted is not None and not scripted.startswith("2"):
             return scripted
         if self.reply_delay:
-            # A slow receiver: a client that goes away before the answer never had the message accepted.
-            self.state.data_waiting.set()
             await asyncio.sleep(self.reply_delay)
-            if server.transport is None or server.transport.is_closing():
-                return self._drop(server)
+        if self.state.holding:
+            with self.state.lock:
+                self.state.held += 1
+            try:
+                while self.state.holding and server.transport is not None and not server.transport.is_closing():
+                    await asyncio.sleep(0.005)  # the test thread flips `holding`; checked every 5 ms
+            finally:
+                with self.state.lock:
+                    self.state.held -= 1
+        if server.transport is None or server.transport.is_closing():
+            # A client that went away before the answer never had the message accepted.
+            return self._drop(server)
         message = ReceivedMessage(
             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from,  # the null sender
             rcpt_tos=list(envelope.rcpt_tos),
@@ -310,10 +335,21 @@ class SmtpSink:
         with self._state.lock:
             self._state.rules.append(_Rule(command.upper(), reply, match, times))
 
+    def hold(self) -> None:
+        """Hold back every DATA reply (the message has arrived, the client waits) until `release()`."""
+        self._state.holding = True
+
+    def release(self) -> None:
+        self._state.holding = False
+
     @property
-    def data_waiting(self) -> threading.Event:
-        """With `reply_delay`: set when a message has arrived and its reply is being held back."""
-        return self._state.data_waiting
+    def held(self) -> int:
+        """DATA replies held back right now."""
+        return self._state.held
+
+    @property
+    def open_connections(self) -> int:
+        return self._state.open_connections
 
     def clear_scripts(self) -> None:
         with self._state.lock:

@@ -89,8 +89,9 @@ def group_by_domain(recipients: list[str]) -> dict[str, list[str]]:
         if key in seen:
             continue
         seen.add(key)
-        domain = address.rpartition("@")[2].lower().rstrip(".")
-        if not domain:
+        local, at, domain = address.rpartition("@")
+        domain = domain.lower().rstrip(".")
+        if not at or not local or not domain:
             raise ValueError(f"recipient without a domain: {address!r}")
         groups.setdefault(domain, []).append(address)
     return groups

@@ -20,7 +20,7 @@ from whymail.antivirus import ClamdScanner, scan_decision
 from whymail.config import Config
 from whymail.db.dkim_keys import DkimKeyCache
 from whymail.dnsresolve import DnsResolver
-from whymail.mailauth import checks, dkim
+from whymail.mailauth import authresults, checks, dkim
 from whymail.smtp.replies import SmtpReply
 
 log = logging.getLogger("whymail.smtp.inspect")
@@ -35,6 +35,7 @@ class Inspection:
     reply: SmtpReply | None = None
     headers: bytes = b""
     mailbox: str = "INBOX"
+    body: bytes | None = None  # the message with forged Authentication-Results removed, when changed
 
 
 def header_line(name: str, value: str) -> bytes:
@@ -99,6 +100,8 @@ class MessageInspector:
         auth = self._config.mailauth
         if self._resolver is None or not (auth.spf or auth.dkim or auth.dmarc) or self._is_trusted(client_ip):
             return Inspection(headers=virus_header)
+        # RFC 8601 §5: results claiming to be ours can only be forged; they must not reach the user.
+        message = authresults.strip_forged_results(message, self._authserv_id)
         verdict = await checks.authenticate(
             message, client_ip=client_ip, helo=helo, mail_from=mail_from, resolver=self._resolver,
             config=auth, authserv_id=self._authserv_id,
@@ -107,7 +110,7 @@ class MessageInspector:
             log.info("mail authentication: %s", verdict.action, extra={"peer": client_ip, "from": mail_from})
             return Inspection(reply=verdict.reply)
         mailbox = "Junk" if verdict.action == "junk" else "INBOX"
-        return Inspection(headers=verdict.header + virus_header, mailbox=mailbox)
+        return Inspection(headers=verdict.header + virus_header, mailbox=mailbox, body=message)
 
     async def submission(self, message: bytes) -> tuple[bytes, SmtpReply | None]:
         """Scan and sign an authenticated user's message; a refusal reply when it must not go out."""

@@ -245,6 +245,8 @@ class InboundHandler:
             )
             reply = inspection.reply
             header = inspection.headers + header
+            if inspection.body is not None:
+                content = inspection.body
             mailbox = inspection.mailbox
         body = header + content
         # All recipients or none: refuse before storing if the message does not fit one of them, else
