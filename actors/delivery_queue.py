@@ -33,6 +33,9 @@ log = logging.getLogger("whymail.queue.actor")
 
 MAX_ROUNDS_IN_FLIGHT = 4
 HOUSEKEEPING_EVERY = 60.0
+# After a wake-up, let submissions that arrive within this time join the round: under load, one NOTIFY
+# per message would otherwise make rounds of one or two messages, each with its own SMTP connection.
+GATHER_DELAY = 0.02
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -115,6 +118,8 @@ class DeliveryQueue:
                 done, _ = await asyncio.wait(waiters, timeout=wait_for, return_when=asyncio.FIRST_COMPLETED)
                 if waiters[0] not in done:
                     waiters[0].cancel()
+                else:
+                    await asyncio.sleep(GATHER_DELAY)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # PostgreSQL away: keep trying, the rows are safe in the table

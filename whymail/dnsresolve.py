@@ -43,7 +43,7 @@ def _split_server(spec: str) -> tuple[str, int]:
 class DnsResolver:
     """Async lookups (MX, A/AAAA, TXT, PTR) plus blocking ones for libraries that run in threads."""
 
-    def __init__(self, nameservers: list[str] | None = None, timeout: float = 5.0) -> None:
+    def __init__(self, nameservers: list[str] | None = None, timeout: float = 5.0, *, cache: bool = True) -> None:
         self.timeout = timeout
         self.nameservers = list(nameservers or [])
         self._async = dns.asyncresolver.Resolver(configure=not self.nameservers)
@@ -56,7 +56,9 @@ class DnsResolver:
                 ]
             resolver.lifetime = timeout
             resolver.timeout = min(timeout, 2.0)
-            resolver.cache = None
+            # Answers are kept for their TTL (at most `max_ttl`): the queue asks for the same MX for
+            # every round, the checks for the same SPF/DMARC records for every message of a sender.
+            resolver.cache = dns.resolver.LRUCache(10_000) if cache else None
 
     @classmethod
     def from_config(cls, config: DnsConfig) -> DnsResolver:

@@ -305,7 +305,7 @@ class _Transaction:
         params: list[bytes] = []
         if self.session.extension("size") is not None:
             params.append(b"SIZE=%d" % len(self.message.body))  # RFC 1870 §6
-        if self.session.extension("8bitmime") is not None and any(b > 127 for b in self.message.body):
+        if self.session.extension("8bitmime") is not None and not self.message.body.isascii():
             params.append(b"BODY=8BITMIME")  # RFC 6152 §3
         if utf8:
             params.append(b"SMTPUTF8")  # RFC 6531 §3.4

@@ -131,61 +131,67 @@ class QueueEngine:
     # -- local recipients ---------------------------------------------------------------------------
 
     async def _deliver_local(self, entries: list[QueueEntry]) -> None:
+        # Concurrently: the shard batchers put the deliveries of all these rows into few Ray calls.
+        results = await asyncio.gather(*(self._deliver_local_entry(e) for e in entries), return_exceptions=True)
+        for entry, result in zip(entries, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("local delivery of queue entry %d failed: %r", entry.id, result, exc_info=result)
+
+    async def _deliver_local_entry(self, entry: QueueEntry) -> None:
         snapshot = self._directory.current
-        for entry in entries:
-            results: dict[str, RecipientState] = {}
-            items: list[DeliveryItem] = []
-            owners: list[str] = []
-            forwards: list[str] = []
-            for rcpt in entry.open_recipients():
-                resolution = snapshot.resolve(rcpt) if snapshot is not None else None
-                if resolution is None:
-                    results[rcpt] = RecipientState(status="deferred", code=451, enhanced="4.3.0",
-                                                   text="Directory unavailable", at=time.time())
-                elif resolution.kind == "local":
-                    for user in resolution.users:
-                        items.append(
-                            DeliveryItem(
-                                delivery_id=uuid.uuid5(entry.delivery_id, f"{rcpt.lower()}|{user.user_id}"),
-                                body_index=0,
-                                recipient=Recipient(user_id=user.user_id, domain=user.domain,
-                                                    local_part=user.local_part, quota_bytes=user.quota_bytes),
-                                envelope_from=entry.sender,
-                                internal_date=time.time(),
-                            )
+        results: dict[str, RecipientState] = {}
+        items: list[DeliveryItem] = []
+        owners: list[str] = []
+        forwards: list[str] = []
+        for rcpt in entry.open_recipients():
+            resolution = snapshot.resolve(rcpt) if snapshot is not None else None
+            if resolution is None:
+                results[rcpt] = RecipientState(status="deferred", code=451, enhanced="4.3.0",
+                                               text="Directory unavailable", at=time.time())
+            elif resolution.kind == "local":
+                for user in resolution.users:
+                    items.append(
+                        DeliveryItem(
+                            delivery_id=uuid.uuid5(entry.delivery_id, f"{rcpt.lower()}|{user.user_id}"),
+                            body_index=0,
+                            recipient=Recipient(user_id=user.user_id, domain=user.domain,
+                                                local_part=user.local_part, quota_bytes=user.quota_bytes),
+                            envelope_from=entry.sender,
+                            internal_date=time.time(),
                         )
-                        owners.append(rcpt)
-                    forwards.extend(resolution.remote_addresses)
-                    results.setdefault(rcpt, RecipientState(status="delivered", code=250, enhanced="2.0.0",
-                                                            text="Delivered locally", at=time.time()))
-                elif resolution.kind == "disabled":
-                    results[rcpt] = RecipientState(status="failed", code=550, enhanced="5.2.1",
-                                                   text="Mailbox disabled", at=time.time())
-                else:
-                    results[rcpt] = RecipientState(status="failed", code=550, enhanced="5.1.1",
-                                                   text="No such user here", at=time.time())
-            if items:
-                try:
-                    body = await asyncio.to_thread(self._spool.read, entry.message_path)
-                except OSError as exc:
-                    log.error("spool file of queue entry %d unreadable: %r", entry.id, exc)
-                    await self._end_attempt(entry, {r: RecipientState(
-                        status="deferred", code=451, enhanced="4.3.0", text="Spool file unreadable",
-                        at=time.time()) for r in entry.open_recipients()})
-                    continue
-                outcomes = await self._local_deliver(body, items)
-                for rcpt, outcome in zip(owners, outcomes, strict=True):
-                    if not outcome.ok:
-                        worse = results.get(rcpt)
-                        if worse is None or worse.status == "delivered" or outcome.error_code < 500:
-                            results[rcpt] = RecipientState(
-                                status="deferred" if outcome.error_code < 500 else "failed",
-                                code=outcome.error_code, enhanced=outcome.error_enhanced,
-                                text=outcome.error_text, at=time.time(),
-                            )
-            if forwards:
-                await self._forward(entry, forwards)
-            await self._end_attempt(entry, results)
+                    )
+                    owners.append(rcpt)
+                forwards.extend(resolution.remote_addresses)
+                results.setdefault(rcpt, RecipientState(status="delivered", code=250, enhanced="2.0.0",
+                                                        text="Delivered locally", at=time.time()))
+            elif resolution.kind == "disabled":
+                results[rcpt] = RecipientState(status="failed", code=550, enhanced="5.2.1",
+                                               text="Mailbox disabled", at=time.time())
+            else:
+                results[rcpt] = RecipientState(status="failed", code=550, enhanced="5.1.1",
+                                               text="No such user here", at=time.time())
+        if items:
+            try:
+                body = await asyncio.to_thread(self._spool.read, entry.message_path)
+            except OSError as exc:
+                log.error("spool file of queue entry %d unreadable: %r", entry.id, exc)
+                await self._end_attempt(entry, {r: RecipientState(
+                    status="deferred", code=451, enhanced="4.3.0", text="Spool file unreadable",
+                    at=time.time()) for r in entry.open_recipients()})
+                return
+            outcomes = await self._local_deliver(body, items)
+            for rcpt, outcome in zip(owners, outcomes, strict=True):
+                if not outcome.ok:
+                    worse = results.get(rcpt)
+                    if worse is None or worse.status == "delivered" or outcome.error_code < 500:
+                        results[rcpt] = RecipientState(
+                            status="deferred" if outcome.error_code < 500 else "failed",
+                            code=outcome.error_code, enhanced=outcome.error_enhanced,
+                            text=outcome.error_text, at=time.time(),
+                        )
+        if forwards:
+            await self._forward(entry, forwards)
+        await self._end_attempt(entry, results)
 
     async def _forward(self, entry: QueueEntry, addresses: list[str]) -> None:
         """Alias destinations outside our domains: a new submission sharing the spool file."""
@@ -216,12 +222,19 @@ class QueueEngine:
             by_id = {entry.id: entry for entry in entries}
             recorded: dict[int, dict[str, RecipientState]] = {}
 
+            ended: set[int] = set()
+
             async def on_message(message_id: str | int, results: list[RecipientResult]) -> None:
                 # Committed at once: a worker killed after this never sends these recipients again.
+                entry = by_id[int(message_id)]
                 states = {r.recipient: _state(r) for r in results}
-                recorded[int(message_id)] = states
+                if all(r.status == "delivered" for r in results):
+                    ended.add(entry.id)  # the usual case: the attempt ends here, in one statement
+                    await self._end_attempt(entry, states)
+                    return
+                recorded[entry.id] = states
                 async with self._pool.acquire() as conn:
-                    await store.record_results(conn, int(message_id), self.worker, states)
+                    await store.record_results(conn, entry.id, self.worker, states)
 
             try:
                 answers = await self._send_remote(domain, messages, on_message) if messages else {}
@@ -238,6 +251,8 @@ class QueueEngine:
                                      for r in entry.open_recipients()]
             for message_id, results in answers.items():
                 entry = by_id[int(message_id)]
+                if entry.id in ended:
+                    continue
                 states = dict(recorded.get(entry.id, {}))
                 states.update({r.recipient: _state(r) for r in results})
                 await self._end_attempt(entry, states)

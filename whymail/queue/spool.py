@@ -8,6 +8,7 @@ cleanup, after every row naming them has been finished for `queue.cleanup_after`
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import re
 import uuid
@@ -23,6 +24,7 @@ class Spool:
     def __init__(self, maildir_root: Path, *, fsync: bool = True) -> None:
         self.root = Path(maildir_root)
         self.fsync = fsync
+        self._ready: set[str] = set()  # 2-hex folders known to exist
 
     def relative_path(self, delivery_id: uuid.UUID) -> str:
         hexid = delivery_id.hex
@@ -38,12 +40,22 @@ class Spool:
         self, delivery_id: uuid.UUID, data: bytes, executor: concurrent.futures.Executor | None = None
     ) -> str:
         """Write durably; returns the relative path to store in `outbound_queue.message_path`."""
-        hexid = delivery_id.hex
-        folder = self.root / SPOOL_DIR / hexid[:2]
-        if not (folder / "new").is_dir():
-            ensure_folder(folder)
-        await write_files_async([MaildirFile(folder, hexid, data)], fsync=self.fsync, executor=executor)
-        return self.relative_path(delivery_id)
+        return (await self.write_many([(delivery_id, data)], executor))[0]
+
+    async def write_many(
+        self, items: list[tuple[uuid.UUID, bytes]], executor: concurrent.futures.Executor | None = None
+    ) -> list[str]:
+        """`write` for several messages at once: parallel writes, one fsync per directory."""
+        files = []
+        for delivery_id, data in items:
+            hexid = delivery_id.hex
+            folder = self.root / SPOOL_DIR / hexid[:2]
+            if hexid[:2] not in self._ready:
+                await asyncio.to_thread(ensure_folder, folder)  # fsyncs: never on the event loop
+                self._ready.add(hexid[:2])
+            files.append(MaildirFile(folder, hexid, data))
+        await write_files_async(files, fsync=self.fsync, executor=executor)
+        return [self.relative_path(delivery_id) for delivery_id, _ in items]
 
     def read(self, relative: str) -> bytes:
         return self.path_of(relative).read_bytes()

@@ -97,6 +97,57 @@ def group_by_domain(recipients: list[str]) -> dict[str, list[str]]:
     return groups
 
 
+class NewEntry(BaseModel):
+    """One submission to queue: its rows are one per recipient domain."""
+
+    delivery_id: uuid.UUID
+    user_id: int | None
+    sender: str
+    recipients: list[str]
+    message_path: str
+    size: int
+    priority: int = 0
+    envid: str | None = None
+    ret: str | None = None
+
+
+_ENQUEUE = f"""
+    WITH input AS (
+        SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(
+            delivery_id uuid, user_id bigint, sender text, domain text, recipients jsonb, message_path text,
+            size bigint, priority smallint, envid text, ret text)
+    ), inserted AS (
+        INSERT INTO outbound_queue (delivery_id, user_id, sender, recipient_domain, recipients, message_path,
+                                    size, priority, max_attempts, expires_at, dsn_envid, dsn_ret)
+        SELECT i.delivery_id, i.user_id, i.sender, i.domain, ARRAY(SELECT jsonb_array_elements_text(i.recipients)),
+               i.message_path, i.size, i.priority, $2, now() + make_interval(secs => $3), i.envid, i.ret
+        FROM input i
+        ON CONFLICT (delivery_id, recipient_domain) DO NOTHING
+        RETURNING 1
+    )
+    SELECT count(*) AS n, pg_notify('{QUEUE_CHANNEL}', '') FROM inserted
+"""
+
+
+async def enqueue_many(
+    conn: asyncpg.Connection, entries: list[NewEntry], *, max_attempts: int, lifetime: float
+) -> int:
+    """Insert the rows of several submissions (idempotent by delivery id) and wake the DeliveryQueues,
+    in one statement: the NOTIFY is delivered when it commits."""
+    rows = []
+    for entry in entries:
+        for domain, recipients in group_by_domain(entry.recipients).items():
+            rows.append({
+                "delivery_id": str(entry.delivery_id), "user_id": entry.user_id, "sender": entry.sender,
+                "domain": domain, "recipients": recipients, "message_path": entry.message_path,
+                "size": entry.size, "priority": entry.priority, "envid": entry.envid, "ret": entry.ret,
+            })
+    if not rows:
+        return 0
+    record = await conn.fetchrow(_ENQUEUE, orjson.dumps(rows).decode(), max_attempts, lifetime)
+    return int(record["n"])
+
+
 async def enqueue(
     conn: asyncpg.Connection,
     *,
@@ -112,25 +163,12 @@ async def enqueue(
     envid: str | None = None,
     ret: str | None = None,
 ) -> int:
-    """Insert the rows of one submission (idempotent by delivery id) and wake the DeliveryQueues.
-
-    The NOTIFY is transactional: it is delivered when the caller's transaction commits.
-    """
-    groups = group_by_domain(recipients)
-    status = await conn.execute(
-        """
-        INSERT INTO outbound_queue (delivery_id, user_id, sender, recipient_domain, recipients, message_path,
-                                    size, priority, max_attempts, expires_at, dsn_envid, dsn_ret)
-        SELECT $1, $2, $3, g.key, ARRAY(SELECT jsonb_array_elements_text(g.value)), $5, $6, $7, $8,
-               now() + make_interval(secs => $9), $10, $11
-        FROM jsonb_each($4::jsonb) AS g
-        ON CONFLICT (delivery_id, recipient_domain) DO NOTHING
-        """,
-        delivery_id, user_id, sender, orjson.dumps(groups).decode(), message_path, size, priority,
-        max_attempts, lifetime, envid, ret,
+    """`enqueue_many` for one submission."""
+    entry = NewEntry(
+        delivery_id=delivery_id, user_id=user_id, sender=sender, recipients=recipients,
+        message_path=message_path, size=size, priority=priority, envid=envid, ret=ret,
     )
-    await conn.execute(f"NOTIFY {QUEUE_CHANNEL}")
-    return int(status.split()[-1])
+    return await enqueue_many(conn, [entry], max_attempts=max_attempts, lifetime=lifetime)
 
 
 async def claim(conn: asyncpg.Connection, worker: str, limit: int) -> list[QueueEntry]:
