@@ -172,7 +172,8 @@ def mail_system(
         "WHYMAIL__QUEUE__RETRY_BASE": "0.3",
         "WHYMAIL__QUEUE__RETRY_MAX_DELAY": "1",
         "WHYMAIL__QUEUE__POLL_INTERVAL": "0.5",
-        "WHYMAIL__QUEUE__DELAY_WARNING": "0",
+        "WHYMAIL__QUEUE__DELAY_WARNING": "3600",
+        "WHYMAIL__AUTH__MAX_FAILURES_PER_IP": "1000",  # every client is 127.0.0.1: lock accounts, not the IP
         "WHYMAIL__PLUGINS__ANTIVIRUS__ENABLED": "true",
         "WHYMAIL__PLUGINS__ANTIVIRUS__CLAMAV_SOCKET": clamd.tcp_address,
         "WHYMAIL__REDIS__DB": "15",

@@ -313,3 +313,43 @@ def test_lifetime_exceeded_goes_dead_with_a_dsn_and_can_be_retried(
         assert retried.returncode == 0, retried.stderr
         wait_for(lambda: sink.messages, timeout=30, what="delivery of the dead letter after the retry")
         assert [m.rcpt_tos for m in sink.messages] == [[f"late@{remote}"]]
+
+
+def test_a_delayed_dsn_goes_out_once_when_delivery_takes_longer_than_delay_warning(
+    mail_system: MailSystem, domain: str, dns_zone, mx_port
+):
+    alice = f"alice@{domain}"
+    mail_system.add_user(alice)
+    with remote_domain(dns_zone, mx_port) as (remote, sink):
+        sink.script("RCPT", "451 4.2.1 mailbox busy")
+        _submit(mail_system, alice, [f"slow@{remote}"], _message(alice, f"slow@{remote}", "slow one"))
+        row = wait_for(lambda: next((r for r in _queue_rows(mail_system, alice) if r["attempts"] >= 1), None),
+                       what="the first attempt")
+        assert mail_system.messages_of(alice) == []  # not yet older than queue.delay_warning (1 h)
+        # The message has now been waiting for two hours.
+        mail_system.fetch("UPDATE outbound_queue SET created_at = now() - interval '2 hours' WHERE id = $1",
+                          row["id"])
+        wait_for(lambda: mail_system.messages_of(alice), what="the delayed DSN")
+        attempts = row["attempts"]
+        wait_for(lambda: _queue_rows(mail_system, alice)[0]["attempts"] >= attempts + 3, timeout=30,
+                 what="more attempts after the warning")
+    current = _queue_rows(mail_system, alice)[0]
+    assert current["status"] in ("deferred", "sending", "pending") and current["delay_warned_at"] is not None
+    assert len(mail_system.messages_of(alice)) == 1, "the delay warning is sent once"
+    raw = next(p for p in mail_system.maildir_files(domain, "alice") if "Sent" not in str(p)).read_bytes().decode()
+    assert "Action: delayed" in raw and "Status: 4.2.1" in raw and "Will-Retry-Until:" in raw
+
+
+def test_spf_dns_trouble_never_loses_mail(mail_system: MailSystem, domain: str, dns_zone):
+    bob = f"bob@{domain}"
+    mail_system.add_user(bob)
+    sender_domain = f"s{uuid.uuid4().hex[:10]}.test"
+    dns_zone.set_servfail(sender_domain, f"_dmarc.{sender_domain}")
+    try:
+        with smtplib.SMTP("127.0.0.1", mail_system.smtp_port, timeout=30) as client:
+            client.sendmail(f"a@{sender_domain}", [bob], _message(f"a@{sender_domain}", bob, "dns trouble"))
+    finally:
+        dns_zone.set_servfail()
+    raw = mail_system.maildir_files(domain, "bob")[0].read_bytes().decode()
+    header = raw.split("\r\n\r\n")[0]
+    assert "spf=temperror" in header  # mailauth.on_temperror: accept (the default) delivers and marks it

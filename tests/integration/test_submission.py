@@ -182,3 +182,39 @@ def test_daily_send_limit(mail_system: MailSystem, domain: str):
         code, text = client.docmd("MAIL", f"FROM:<{alice}>")
         assert code == 550 and b"5.4.5" in text
     assert mail_system.messages_of(alice, "Sent") == []
+
+
+def test_smtp_auth_failures_lock_the_account_for_imap_too(mail_system: MailSystem, domain: str):
+    import concurrent.futures
+    import imaplib
+
+    victim = f"victim@{domain}"
+    mail_system.add_user(victim)
+    limit = mail_system.runtime.config.auth.max_failures_per_account
+
+    def guess(n: int) -> int:
+        with smtplib.SMTP("127.0.0.1", mail_system.submission_port, timeout=60) as client:
+            client.starttls(context=_tls())
+            try:
+                client.login(victim, f"guess {n}")
+            except smtplib.SMTPAuthenticationError as exc:
+                return exc.smtp_code
+            return 235
+
+    with concurrent.futures.ThreadPoolExecutor(limit) as pool:
+        assert set(pool.map(guess, range(limit))) == {535}
+    # Locked now, over every protocol: the right password is refused too (the same answer as a wrong one).
+    with smtplib.SMTP("127.0.0.1", mail_system.submission_port, timeout=60) as client:
+        client.starttls(context=_tls())
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login(victim, TEST_PASSWORD)
+    imap = imaplib.IMAP4("127.0.0.1", mail_system.cluster.imap_port, timeout=60)
+    try:
+        with pytest.raises(imaplib.IMAP4.error):
+            imap.login(victim, TEST_PASSWORD)
+    finally:
+        imap.shutdown()
+    rows = mail_system.fetch(
+        "SELECT count(*) AS n FROM audit_logs WHERE action = 'login_failed' AND details->>'protocol' = 'smtp'"
+    )
+    assert rows[0]["n"] >= limit
