@@ -82,7 +82,13 @@ def test_remote_delivery_to_smtp_sink_is_dkim_signed(mail_system: MailSystem, do
     _publish_dkim_key(mail_system, dns_zone, domain)
     with remote_domain(dns_zone, mx_port, postfix=True) as (remote, sink):
         rcpts = [f"r1@{remote}", f"r2@{remote}"]
-        _submit(mail_system, alice, rcpts, _message(alice, ", ".join(rcpts), "to the world"))
+        swaks = subprocess.run(
+            ["swaks", "--server", f"127.0.0.1:{mail_system.submission_port}", "--tls", "--auth", "LOGIN",
+             "--auth-user", alice, "--auth-password", TEST_PASSWORD, "--from", alice, "--to", ",".join(rcpts),
+             "--header", "Subject: to the world", "--body", "signed and relayed"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert swaks.returncode == 0 and "250 2.0.0 OK: queued as" in swaks.stdout, swaks.stdout + swaks.stderr
         dumped = sink.wait_for_messages(1, timeout=30)
         assert len(dumped) == 1
         assert sorted(dumped[0].rcpt_tos) == sorted(rcpts)
@@ -353,3 +359,50 @@ def test_spf_dns_trouble_never_loses_mail(mail_system: MailSystem, domain: str, 
     raw = mail_system.maildir_files(domain, "bob")[0].read_bytes().decode()
     header = raw.split("\r\n\r\n")[0]
     assert "spf=temperror" in header  # mailauth.on_temperror: accept (the default) delivers and marks it
+
+
+def test_an_alias_forwarding_off_site_is_relayed_through_the_queue(
+    mail_system: MailSystem, domain: str, dns_zone, mx_port
+):
+    bob = f"bob@{domain}"
+    mail_system.add_user(bob)
+    with remote_domain(dns_zone, mx_port) as (remote, sink):
+        mail_system.add_alias(f"team@{domain}", [bob, f"outside@{remote}"])
+        with smtplib.SMTP("127.0.0.1", mail_system.smtp_port, timeout=30) as client:
+            refused = client.sendmail("news@elsewhere.test", [f"team@{domain}"],
+                                      _message("news@elsewhere.test", f"team@{domain}", "forward me"))
+        assert refused == {}
+        wait_for(lambda: sink.messages, what="the forwarded copy")
+        assert [m.rcpt_tos for m in sink.messages] == [[f"outside@{remote}"]]
+        assert sink.messages[0].mail_from == "news@elsewhere.test"
+        assert b"Subject: forward me" in sink.messages[0].data
+    assert [r["subject"] for r in mail_system.messages_of(bob)] == ["forward me"]
+
+
+def test_two_delivery_queues_share_the_work_without_sending_anything_twice(
+    mail_system: MailSystem, domain: str, dns_zone, mx_port
+):
+    from actors.delivery_queue import DeliveryQueue
+
+    alice = f"alice@{domain}"
+    mail_system.add_user(alice)
+    cluster = mail_system.cluster
+    second = DeliveryQueue.options(name=f"delivery-queue-extra-{uuid.uuid4().hex[:6]}", namespace=cluster.namespace,
+                                   num_cpus=0, max_concurrency=1000).remote(
+        "delivery-queue-extra", mail_system.runtime, cluster.shard_names, cluster.namespace)
+    try:
+        ray.get(second.ready.remote())
+        count = 80
+        with remote_domain(dns_zone, mx_port, reply_delay=0.01) as (remote, sink):
+            with smtplib.SMTP("127.0.0.1", mail_system.submission_port, timeout=30) as client:
+                client.starttls(context=_tls())
+                client.login(alice, TEST_PASSWORD)
+                for i in range(count):
+                    client.sendmail(alice, [f"m{i}@{remote}"], _message(alice, f"m{i}@{remote}", f"m {i}"))
+            wait_for(lambda: len(sink.messages) >= count, timeout=60, what="every message")
+            wait_for(lambda: all(r["status"] == "sent" for r in _queue_rows(mail_system, alice)), what="all sent")
+            received = sorted(m.rcpt_tos[0] for m in sink.messages)
+        assert received == sorted(f"m{i}@{remote}" for i in range(count))
+        assert ray.get(second.stats.remote())["entries"] > 0, "the second queue never claimed anything"
+    finally:
+        ray.kill(second, no_restart=True)
