@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 
+import asyncpg
 import ray
 
 from whymail.db.pool import create_pool
@@ -51,11 +51,19 @@ class DeliveryQueue:
         self._engine: QueueEngine | None = None
         self._listener = None
         self._loop_task: asyncio.Task | None = None
+        self._housekeeping_task: asyncio.Task | None = None
         self._started = asyncio.get_event_loop().create_task(self._start())
 
     async def _start(self) -> None:
         config = self._runtime.config
-        pool = await create_pool(self._runtime.dsn, min_size=1, max_size=config.db.max_pool)
+        # PostgreSQL may be away while Ray (re)starts us: keep trying, the rows wait in the table.
+        while True:
+            try:
+                pool = await create_pool(self._runtime.dsn, min_size=1, max_size=config.db.max_pool)
+                break
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("%s: database unreachable (%r); retrying in 2 s", self._name, exc)
+                await asyncio.sleep(2.0)
         directory = DirectoryCache(self._runtime.dsn)
         await directory.start(wait=False)
         handles = {name: ray.get_actor(name, namespace=self._namespace) for name in self._shard_names}
@@ -85,23 +93,36 @@ class DeliveryQueue:
             log.warning("%s: took back %d queue entries claimed before a restart", self._name, released)
         self._listener = await pool.acquire()
         await self._listener.add_listener(store.QUEUE_CHANNEL, lambda *_args: self._wake.set())
-        self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+        # Not before the directory is loaded: our own domains must never go out to the world.
+        while directory.current is None:
+            with contextlib.suppress(TimeoutError):
+                await directory.wait_for_version(1, timeout=10.0)
+        loop = asyncio.get_running_loop()
+        self._loop_task = loop.create_task(self._loop())
+        self._housekeeping_task = loop.create_task(self._housekeeping())
         log.info("%s ready", self._name)
+
+    async def _housekeeping(self) -> None:
+        """Every minute, apart from the rounds (which may take long): renew our claims, release those of
+        vanished workers, remove finished rows and their spool files."""
+        assert self._engine is not None
+        while True:
+            try:
+                released, removed = await self._engine.housekeeping()
+                if released or removed:
+                    log.info("queue housekeeping: %d stale claims released, %d spool files removed",
+                             released, removed)
+            except Exception as exc:
+                log.warning("queue housekeeping failed: %r", exc)
+            await asyncio.sleep(HOUSEKEEPING_EVERY)
 
     async def _loop(self) -> None:
         engine = self._engine
         assert engine is not None
         rounds: set[asyncio.Task] = set()
-        last_housekeeping = 0.0
         poll = self._runtime.config.queue.poll_interval
         while True:
             try:
-                if time.monotonic() - last_housekeeping > HOUSEKEEPING_EVERY:
-                    last_housekeeping = time.monotonic()
-                    released, removed = await engine.housekeeping()
-                    if released or removed:
-                        log.info("queue housekeeping: %d stale claims released, %d spool files removed",
-                                 released, removed)
                 if len(rounds) >= MAX_ROUNDS_IN_FLIGHT:
                     await asyncio.wait(rounds, return_when=asyncio.FIRST_COMPLETED)
                     continue
@@ -143,7 +164,8 @@ class DeliveryQueue:
         return dict(self._engine.stats)
 
     async def stop(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._loop_task
+        for task in (self._loop_task, self._housekeeping_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task

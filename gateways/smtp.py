@@ -11,6 +11,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import asyncpg
 import ray
 
 from whymail import antivirus
@@ -29,7 +30,7 @@ from whymail.ratelimit import ConnectionCounter, ConnectionRateLimiter, TokenBuc
 from whymail.runtime import Runtime
 from whymail.smtp.inspect import MessageInspector
 from whymail.smtp.server import InboundHandler, SessionRegistry, SmtpStats, smtp_factory
-from whymail.smtp.submission import SubmissionHandler
+from whymail.smtp.submission import ServiceUnavailable, SubmissionHandler
 from whymail.store.models import DeliveryItem, DeliveryOutcome, Recipient
 from whymail.store.router import ShardRouter
 from whymail.tls import server_context
@@ -72,6 +73,9 @@ class SmtpGateway:
         self._stats = SmtpStats()
         self._registry = SessionRegistry()
         self._router: ShardRouter | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._authenticator: GuardedAuthenticator | None = None
+        self._submit_batcher: SubmitBatcher | None = None
         self._directory = DirectoryCache(runtime.dsn)
         self._servers: list[asyncio.base_events.Server] = []
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="smtp-io")
@@ -93,15 +97,12 @@ class SmtpGateway:
             if self._runtime.redis_addr
             else None
         )
-        pool = await create_pool(self._runtime.dsn, min_size=1, max_size=config.db.max_pool)
-        self._pool = pool
         self._spool = Spool(self._runtime.maildir_root, fsync=config.storage.fsync)
-        self._submit_batcher = SubmitBatcher(pool, self._spool, config.queue, self._executor)
         inspector = MessageInspector(
             config,
             scanner=antivirus.from_config(config.plugins.antivirus),
             resolver=DnsResolver.from_config(config.dns),
-            dkim_keys=DkimKeyCache(pool, version=lambda: self._directory.version),
+            dkim_keys=None,  # set once PostgreSQL is reachable (`_connect_database`)
         )
         self._inspector = inspector
         limits = config.limits
@@ -114,13 +115,6 @@ class SmtpGateway:
             redis_client=redis,
             prefix=f"whymail:{self._namespace}:login",  # the same counters as IMAP
         )
-        authenticator = GuardedAuthenticator(
-            PgAuthenticator(pool, executor=self._executor), guard, LoginAudit(pool),
-            delay=auth.login_failure_delay, protocol="smtp",
-        )
-
-        async def authenticate(username: str, password: str, ip: str):
-            return await authenticator.authenticate(username, password, remote_ip=ip)
 
         inbound = InboundHandler(
             config, self._directory, self._deliver, self._usage, self._stats,
@@ -128,7 +122,7 @@ class SmtpGateway:
         )
         submission = SubmissionHandler(
             config, self._directory,
-            authenticate=authenticate, sent_today=self._sent_today, queue_message=self._queue,
+            authenticate=self._authenticate, sent_today=self._sent_today, queue_message=self._queue,
             store_copy=self._store_copy,
             transform=lambda message, _sender: inspector.submission(message),
             usage=self._usage, stats=self._stats,
@@ -159,7 +153,31 @@ class SmtpGateway:
             self._ports[index] = sock.getsockname()[1]
             self._servers.append(server)
         log.info("smtp listening on %s: %d (MTA), %d (submission), %d (submissions)", host, *self._ports)
+        # Listening first: with PostgreSQL away, logins answer 454 and submissions 451 until it is back.
+        self._database = loop.create_task(self._connect_database(guard))
         return list(self._ports)
+
+    async def _connect_database(self, guard: LoginGuard) -> None:
+        config = self._runtime.config
+        while True:
+            try:
+                pool = await create_pool(self._runtime.dsn, min_size=1, max_size=config.db.max_pool)
+                break
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("database unreachable (%r); retrying in 2 s", exc)
+                await asyncio.sleep(2.0)
+        self._authenticator = GuardedAuthenticator(
+            PgAuthenticator(pool, executor=self._executor), guard, LoginAudit(pool),
+            delay=config.auth.login_failure_delay, protocol="smtp",
+        )
+        self._submit_batcher = SubmitBatcher(pool, self._spool, config.queue, self._executor)
+        self._inspector.dkim_keys = DkimKeyCache(pool, version=lambda: self._directory.version)
+        self._pool = pool
+
+    async def _authenticate(self, username: str, password: str, ip: str):
+        if self._authenticator is None:
+            raise ServiceUnavailable("database not reachable yet")
+        return await self._authenticator.authenticate(username, password, remote_ip=ip)
 
     async def _deliver(
         self, body: bytes, recipients: list[Recipient], envelope_from: str, mailbox: str = "INBOX"
@@ -183,15 +201,20 @@ class SmtpGateway:
         )
         return (await self._router.deliver(body, [item]))[0]
 
-    async def _queue(self, body: bytes, sender: str, recipients: list[str], user_id: int | None) -> uuid.UUID:
-        delivery_id = await self._submit_batcher.submit(body, sender, recipients, user_id)
+    async def _queue(
+        self, body: bytes, sender: str, recipients: list[str], user_id: int | None,
+        delivery_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        if self._submit_batcher is None:
+            raise ServiceUnavailable("database not reachable yet")
+        delivery_id = await self._submit_batcher.submit(body, sender, recipients, user_id, delivery_id=delivery_id)
         if user_id is not None and user_id in self._sent_counts:
             count, loaded = self._sent_counts[user_id]
             self._sent_counts[user_id] = (count + 1, loaded)
         return delivery_id
 
-    async def _forward(self, body: bytes, addresses: list[str], sender: str) -> None:
-        await self._queue(body, sender, addresses, None)
+    async def _forward(self, body: bytes, addresses: list[str], sender: str, delivery_id: uuid.UUID) -> None:
+        await self._queue(body, sender, addresses, None, delivery_id)
 
     async def _sent_today(self, user_id: int) -> int:
         """Messages the user queued in the last 24 h: counted in PostgreSQL at most every 30 s per user
@@ -199,6 +222,8 @@ class SmtpGateway:
         cached = self._sent_counts.get(user_id)
         if cached is not None and time.monotonic() - cached[1] < SENT_COUNT_TTL:
             return cached[0]
+        if self._pool is None:
+            raise ServiceUnavailable("database not reachable yet")
         async with self._pool.acquire() as conn:
             count = await queue_store.submissions_today(conn, user_id)
         if len(self._sent_counts) > 100_000:
@@ -224,8 +249,8 @@ class SmtpGateway:
             "shard_calls": {n: b.calls for n, b in self._router.batchers.items()} if self._router else {},
             "shard_items": {n: b.items_sent for n, b in self._router.batchers.items()} if self._router else {},
             "directory_version": self._directory.version,
-            "queue_writes": self._submit_batcher.writes if hasattr(self, "_submit_batcher") else 0,
-            "queue_items": self._submit_batcher.items if hasattr(self, "_submit_batcher") else 0,
+            "queue_writes": self._submit_batcher.writes if self._submit_batcher else 0,
+            "queue_items": self._submit_batcher.items if self._submit_batcher else 0,
         }
 
     async def directory_version(self) -> int:

@@ -116,10 +116,17 @@ class QueueConfig(_Section):
         14_400.0, ge=0, description="Seconds before the sender gets a 'delayed' DSN (0: never)"
     )
     connections_per_destination: int = Field(
-        4, ge=1, le=64, description="Parallel SMTP connections to one destination"
+        4, ge=1, le=64, description="Parallel SMTP connections to one destination domain, per DeliveryQueue"
     )
-    max_retries: int = Field(5, ge=0, description="Delivery attempts before a message bounces")
-    retry_base: float = Field(60.0, gt=0, description="First retry delay, seconds (then exponential)")
+    round_max_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="Message bytes one round may hold in memory (claims stop there)"
+    )
+    max_retries: int = Field(
+        5, ge=0, description="Retries before a message bounces (5 with the defaults: ~5 h; ~30 for RFC 5321's 4-5 days)"
+    )
+    retry_base: float = Field(
+        600.0, gt=0, description="First retry delay, seconds (then doubling up to retry_max_delay)"
+    )
     max_lifetime: float = Field(432_000.0, gt=0, description="Seconds before a queued message bounces")
     cleanup_after: float = Field(604_800.0, gt=0, description="Seconds to keep finished queue entries")
 

@@ -406,3 +406,80 @@ def test_two_delivery_queues_share_the_work_without_sending_anything_twice(
         assert ray.get(second.stats.remote())["entries"] > 0, "the second queue never claimed anything"
     finally:
         ray.kill(second, no_restart=True)
+
+
+def test_a_forward_only_alias_in_two_local_domains_reaches_the_remote_twice(
+    mail_system: MailSystem, domain: str, dns_zone, mx_port
+):
+    other = f"o{uuid.uuid4().hex[:8]}.test"
+    mail_system.add_domain(other)
+    alice = f"alice@{domain}"
+    mail_system.add_user(alice)
+    with remote_domain(dns_zone, mx_port) as (remote, sink):
+        mail_system.add_alias(f"fwd@{domain}", [f"one@{remote}"])  # forwards only: no local user
+        mail_system.add_alias(f"fwd@{other}", [f"two@{remote}"])
+        _submit(mail_system, alice, [f"fwd@{domain}", f"fwd@{other}"],
+                _message(alice, f"fwd@{domain}", "both forwards"))
+        wait_for(lambda: len(sink.messages) >= 2, what="both forwarded copies")
+        assert sorted(m.rcpt_tos[0] for m in sink.messages) == [f"one@{remote}", f"two@{remote}"]
+        with smtplib.SMTP("127.0.0.1", mail_system.smtp_port, timeout=30) as client:
+            client.ehlo("client.test")
+            client.mail("x@elsewhere.test")
+            code, _ = client.rcpt(f"fwd@{domain}")
+            assert code == 250  # port 25 takes it too: the queue forwards it
+
+
+def test_two_from_fields_are_refused_under_dmarc(mail_system: MailSystem, domain: str, dns_zone):
+    bob = f"bob@{domain}"
+    mail_system.add_user(bob)
+    forged = f"s{uuid.uuid4().hex[:10]}.test"
+    dns_zone.add(f'_dmarc.{forged}. 60 IN TXT "v=DMARC1; p=reject"\n')
+    data = (f"From: ceo@{forged}\r\nFrom: x@evil.test\r\nTo: {bob}\r\nSubject: two authors\r\n\r\nhi\r\n").encode()
+    with smtplib.SMTP("127.0.0.1", mail_system.smtp_port, timeout=30) as client:
+        client.ehlo("client.test")
+        client.mail("x@evil.test")
+        client.rcpt(bob)
+        code, text = client.data(data)
+    assert code == 550 and b"5.7.1" in text
+    assert mail_system.messages_of(bob) == []
+
+
+def test_a_message_with_a_hundred_hops_is_a_loop(mail_system: MailSystem, domain: str):
+    bob = f"bob@{domain}"
+    mail_system.add_user(bob)
+    hops = "".join(f"Received: from h{i}.test by h{i + 1}.test; Thu, 26 Nov 2026 06:00:00 +0000\r\n"
+                   for i in range(100))
+    with smtplib.SMTP("127.0.0.1", mail_system.smtp_port, timeout=30) as client:
+        client.ehlo("client.test")
+        client.mail("x@elsewhere.test")
+        client.rcpt(bob)
+        code, text = client.data((hops + f"From: x@elsewhere.test\r\nTo: {bob}\r\n\r\nloop\r\n").encode())
+    assert code == 554 and b"5.4.6" in text
+    assert mail_system.messages_of(bob) == []
+
+
+def test_dkim_rotation_keeps_the_old_key_until_the_new_one_is_activated(mail_system: MailSystem, domain: str):
+    env = {"WHYMAIL_DB_DSN": mail_system.dsn, "PATH": "/usr/bin:/bin"}
+
+    def ctl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "whymail.cli.ctl", "domain", "dkim", domain, *args],
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    def active() -> list[str]:
+        return [r["selector"] for r in mail_system.fetch(
+            "SELECT k.selector FROM dkim_keys k JOIN domains d ON d.id = k.domain_id "
+            "WHERE d.name = $1 AND k.is_active", domain)]
+
+    first = ctl("--selector", "old")
+    assert first.returncode == 0 and "signed with it" in first.stdout
+    second = ctl("--selector", "new")
+    assert second.returncode == 0 and "--activate new" in second.stdout
+    assert active() == ["old"]
+    switched = ctl("--activate", "new")
+    assert switched.returncode == 0, switched.stderr
+    assert active() == ["new"]
+    missing = ctl("--activate", "nope")
+    assert missing.returncode == 1 and "no DKIM key" in missing.stderr
+    ed = ctl("--selector", "ed", "--algorithm", "ed25519", "--json")
+    assert ed.returncode == 0 and '"active": true' in ed.stdout  # the first Ed25519 key signs beside RSA
+    assert sorted(active()) == ["ed", "new"]

@@ -218,3 +218,17 @@ def test_smtp_auth_failures_lock_the_account_for_imap_too(mail_system: MailSyste
         "SELECT count(*) AS n FROM audit_logs WHERE action = 'login_failed' AND details->>'protocol' = 'smtp'"
     )
     assert rows[0]["n"] >= limit
+
+
+def test_header_from_must_be_owned_too(mail_system: MailSystem, domain: str):
+    alice = f"alice@{domain}"
+    mail_system.add_user(alice)
+    mail_system.add_user(f"billing@{domain}")
+    with smtplib.SMTP("127.0.0.1", mail_system.submission_port, timeout=30) as client:
+        client.starttls(context=_tls())
+        client.login(alice, TEST_PASSWORD)
+        client.mail(alice)
+        client.rcpt("friend@elsewhere.test")
+        code, text = client.data(_message(f"Billing <billing@{domain}>", "friend@elsewhere.test", "pay now"))
+        assert code == 553 and b"5.7.1" in text and b"From header" in text
+    assert mail_system.fetch("SELECT 1 FROM outbound_queue WHERE sender = $1", alice) == []

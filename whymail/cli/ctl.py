@@ -240,17 +240,26 @@ async def _user_disable(conn: Any, args: argparse.Namespace) -> None:
 async def _domain_dkim(conn: Any, args: argparse.Namespace) -> None:
     import datetime as dt
 
-    from whymail.db.dkim_keys import store_key
+    from whymail.db.dkim_keys import activate_key, store_key
     from whymail.directory.addresses import normalize_domain
     from whymail.mailauth.dkim import dns_txt_record, generate_key
 
     domain = normalize_domain(args.domain)
+    if args.activate:
+        try:
+            algorithm = await activate_key(conn, domain, args.activate.lower())
+        except LookupError as exc:
+            raise OperationError(str(exc)) from None
+        _report(args, {"domain": domain, "selector": args.activate.lower(), "algorithm": algorithm,
+                       "active": True},
+                f"{domain} now signs with selector {args.activate.lower()} ({algorithm}) within a minute")
+        return
     selector = (args.selector or f"wm{dt.datetime.now(dt.UTC):%Y%m}").lower()
     if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", selector):
         raise UsageError(f"invalid selector {selector!r}: one DNS label of letters, digits and '-'")
     private_pem, public_b64 = await asyncio.to_thread(generate_key, args.algorithm, args.bits)
     try:
-        await store_key(conn, domain, selector, args.algorithm, private_pem, public_b64)
+        active = await store_key(conn, domain, selector, args.algorithm, private_pem, public_b64, activate=args.now)
     except LookupError as exc:
         raise OperationError(str(exc)) from None
     except ValueError as exc:
@@ -258,12 +267,17 @@ async def _domain_dkim(conn: Any, args: argparse.Namespace) -> None:
     record = dns_txt_record(selector, domain, args.algorithm, public_b64)
     if args.json:
         _print_json({"domain": domain, "selector": selector, "algorithm": args.algorithm,
-                     "public_key": public_b64, "dns_record": record})
+                     "public_key": public_b64, "dns_record": record, "active": active})
         return
-    print(f"new {args.algorithm} DKIM key for {domain}, selector {selector}; outbound mail is signed with it")
-    print("within a minute. Publish this DNS record:")
+    print(f"new {args.algorithm} DKIM key for {domain}, selector {selector}. Publish this DNS record:")
     print()
     print(record)
+    print()
+    if active:
+        print("Outbound mail of the domain is signed with it within a minute.")
+    else:
+        print(f"The current key keeps signing until the record is published and you run:\n"
+              f"  whymailctl domain dkim {domain} --activate {selector}")
 
 
 _QUEUE_STATES = ("pending", "sending", "deferred", "sent", "failed", "dead")
@@ -441,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--selector", help="DNS selector (default: wmYYYYMM)")
     sub.add_argument("--algorithm", choices=("rsa", "ed25519"), default="rsa", help="key type (default: rsa)")
     sub.add_argument("--bits", type=int, choices=(1024, 2048, 3072, 4096), default=2048, help="RSA key size")
+    sub.add_argument("--now", action="store_true", help="sign with the new key at once (retires the current one)")
+    sub.add_argument("--activate", metavar="SELECTOR", help="switch signing to an existing key (no new key)")
 
     user = groups.add_parser("user", help="user accounts").add_subparsers(
         dest="action", metavar="{add,list,delete,password,quota,enable,disable}", required=True

@@ -22,31 +22,60 @@ class DkimKey:
 
 
 async def store_key(
-    conn: asyncpg.Connection, domain: str, selector: str, algorithm: str, private_pem: str, public_b64: str
-) -> DkimKey:
-    """Store a new active key for `domain`; the previous active key of that algorithm is retired.
+    conn: asyncpg.Connection, domain: str, selector: str, algorithm: str, private_pem: str, public_b64: str,
+    *, activate: bool = False,
+) -> bool:
+    """Store a new key for `domain`; returns whether it signs from now on.
 
+    It is active at once when the domain has no active key of that algorithm, or with `activate`
+    (which retires the current one). Otherwise it waits for `activate_key` — a rotation must not
+    switch signatures to a selector whose DNS record is not published yet.
     Raises LookupError when the domain is unknown, ValueError when the selector is taken.
     """
     async with conn.transaction():
         domain_id = await conn.fetchval("SELECT id FROM domains WHERE name = $1", domain)
         if domain_id is None:
             raise LookupError(f"domain {domain} does not exist")
-        await conn.execute(
-            "UPDATE dkim_keys SET is_active = FALSE WHERE domain_id = $1 AND algorithm = $2 AND is_active",
+        current = await conn.fetchval(
+            "SELECT count(*) FROM dkim_keys WHERE domain_id = $1 AND algorithm = $2 AND is_active",
             domain_id, algorithm,
         )
+        active = activate or not current
+        if active and current:
+            await conn.execute(
+                "UPDATE dkim_keys SET is_active = FALSE WHERE domain_id = $1 AND algorithm = $2 AND is_active",
+                domain_id, algorithm,
+            )
         try:
             await conn.execute(
-                "INSERT INTO dkim_keys (domain_id, selector, algorithm, private_key, public_key) "
-                "VALUES ($1, $2, $3, $4, $5)",
-                domain_id, selector, algorithm, private_pem, public_b64,
+                "INSERT INTO dkim_keys (domain_id, selector, algorithm, private_key, public_key, is_active) "
+                "VALUES ($1, $2, $3, $4, $5, $6)",
+                domain_id, selector, algorithm, private_pem, public_b64, active,
             )
         except asyncpg.UniqueViolationError:
             raise ValueError(f"selector {selector} already exists for {domain}") from None
         # Running gateways reload their keys when the directory changes (LISTEN whymail_directory).
         await conn.execute("SELECT pg_notify('whymail_directory', 'dkim')")
-    return DkimKey(domain, selector, algorithm, private_pem, public_b64)
+    return active
+
+
+async def activate_key(conn: asyncpg.Connection, domain: str, selector: str) -> str:
+    """Make `selector` the signing key of its algorithm for `domain`; returns the algorithm."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT k.id, k.domain_id, k.algorithm FROM dkim_keys k JOIN domains d ON d.id = k.domain_id "
+            "WHERE d.name = $1 AND k.selector = $2",
+            domain, selector,
+        )
+        if row is None:
+            raise LookupError(f"no DKIM key with selector {selector} for {domain}")
+        await conn.execute(
+            "UPDATE dkim_keys SET is_active = FALSE WHERE domain_id = $1 AND algorithm = $2 AND is_active",
+            row["domain_id"], row["algorithm"],
+        )
+        await conn.execute("UPDATE dkim_keys SET is_active = TRUE WHERE id = $1", row["id"])
+        await conn.execute("SELECT pg_notify('whymail_directory', 'dkim')")
+    return row["algorithm"]
 
 
 async def list_keys(conn: asyncpg.Connection, domain: str | None = None) -> list[dict]:

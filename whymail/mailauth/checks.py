@@ -26,6 +26,7 @@ from whymail.mailauth.spf import SpfResult, check_spf
 from whymail.smtp.replies import SmtpReply
 
 ACTIONS = ("accept", "junk", "reject", "tempfail")
+AMBIGUOUS_FROM_REPLY = SmtpReply(550, "5.7.1", "Message has several From authors or From fields; refused (DMARC)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +104,13 @@ async def authenticate(
     spf, dkim = await asyncio.gather(spf_task, dkim_task)
 
     dmarc: DmarcResult | None = None
+    ambiguous = False
     if config.dmarc:
         try:
             from_domain = author_domain(message)
         except ValueError as exc:
             dmarc = DmarcResult(result="permerror", reason=str(exc))
+            ambiguous = "more than one" in str(exc) or "several domains" in str(exc)
         else:
             dmarc = await check_dmarc(resolver, from_domain, spf=spf, dkim=dkim, rand=rand)
 
@@ -118,6 +121,10 @@ async def authenticate(
     if dmarc is not None:
         resinfos.append(dmarc_resinfo(dmarc))
     action, reply = decide(spf, dkim, dmarc, config.on_temperror)
+    if config.dmarc and ambiguous:
+        # RFC 7489 §6.6.1: with several authors no single policy applies; such messages are
+        # typically rejected — otherwise a second From would switch DMARC off for a forged one.
+        action, reply = "reject", AMBIGUOUS_FROM_REPLY
     return AuthVerdict(
         action=action,
         header=render_header(authserv_id, resinfos),

@@ -290,6 +290,9 @@ def _verify_with_keys(message: bytes, signatures: list[_Signature]) -> list[Dkim
     return results
 
 
+MAX_SIGNATURES = 5
+
+
 async def verify(message: bytes, resolver: DnsResolver, *, accept_rsa_sha1: bool = False) -> list[DkimResult]:
     """One result per DKIM-Signature, top to bottom; a single result "none" when there is none.
     rsa-sha1 signatures are permerror unless `accept_rsa_sha1` (RFC 8301 §3.1 forbids them)."""
@@ -299,5 +302,8 @@ async def verify(message: bytes, resolver: DnsResolver, *, accept_rsa_sha1: bool
         return [DkimResult(result="neutral", reason=f"message: {exc}")]
     if not signatures:
         return [DkimResult(result="none")]
+    # Each signature costs a DNS query and a hash of the message: a sender could add hundreds.
+    # RFC 6376 §6.1 lets a verifier limit the number it checks; the rest are not evaluated.
+    signatures = signatures[:MAX_SIGNATURES]
     await asyncio.gather(*(_fetch_key(sig, resolver) for sig in signatures if sig.outcome is None))
     return await asyncio.to_thread(_verify_with_keys, message, signatures)

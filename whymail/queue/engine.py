@@ -85,6 +85,7 @@ class QueueEngine:
         self._executor = executor
         self._rng = rng or random.Random()
         self._destinations = asyncio.Semaphore(32)
+        self._per_domain: dict[str, asyncio.Semaphore] = {}
         self.stats = {"rounds": 0, "entries": 0, "delivered": 0, "deferred": 0, "failed": 0, "dsns": 0}
 
     # -- one round ---------------------------------------------------------------------------------
@@ -97,8 +98,24 @@ class QueueEngine:
         return len(entries)
 
     async def claim_batch(self) -> list[QueueEntry]:
+        """Up to `queue.batch_size` due rows, and no more message bytes than `queue.round_max_bytes`
+        (at least one row): the rest goes back at once for the next round."""
+        q = self._config.queue
         async with self._pool.acquire() as conn:
-            return await store.claim(conn, self.worker, self._config.queue.batch_size)
+            entries = await store.claim(conn, self.worker, q.batch_size)
+            kept: list[QueueEntry] = []
+            budget = q.round_max_bytes
+            paths: set[str] = set()
+            for entry in entries:
+                size = 0 if entry.message_path in paths else entry.size
+                if kept and size > budget:
+                    break
+                kept.append(entry)
+                paths.add(entry.message_path)
+                budget -= size
+            if len(kept) < len(entries):
+                await store.unclaim(conn, self.worker, [e.id for e in entries[len(kept):]])
+        return kept
 
     async def next_due_in(self) -> float | None:
         """Seconds until the earliest waiting row is due (0 if one is due now), None if none waits."""
@@ -111,18 +128,24 @@ class QueueEngine:
 
     async def process(self, entries: list[QueueEntry]) -> None:
         """Deliver claimed rows: local ones through the shards, remote ones per destination domain."""
+        snapshot = self._directory.current
+        if snapshot is None:
+            # Without the directory we cannot tell our own domains from the world's: wait for it.
+            async with self._pool.acquire() as conn:
+                await store.unclaim(conn, self.worker, [e.id for e in entries])
+            return
         self.stats["rounds"] += 1
         self.stats["entries"] += len(entries)
-        snapshot = self._directory.current
+        bodies: dict[str, bytes] = {}
         local: list[QueueEntry] = []
         remote: dict[str, list[QueueEntry]] = {}
         for entry in entries:
-            if snapshot is not None and snapshot.is_local_domain(entry.recipient_domain):
+            if snapshot.is_local_domain(entry.recipient_domain):
                 local.append(entry)
             else:
                 remote.setdefault(entry.recipient_domain, []).append(entry)
-        jobs = [self._deliver_local(local)] if local else []
-        jobs += [self._deliver_domain(domain, group) for domain, group in remote.items()]
+        jobs = [self._deliver_local(local, bodies)] if local else []
+        jobs += [self._deliver_domain(domain, group, bodies) for domain, group in remote.items()]
         results = await asyncio.gather(*jobs, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
@@ -130,19 +153,27 @@ class QueueEngine:
 
     # -- local recipients ---------------------------------------------------------------------------
 
-    async def _deliver_local(self, entries: list[QueueEntry]) -> None:
+    async def _body(self, path: str, bodies: dict[str, bytes]) -> bytes:
+        """A spool file, read once per round however many rows name it."""
+        if path not in bodies:
+            bodies[path] = await asyncio.to_thread(self._spool.read, path)
+        return bodies[path]
+
+    async def _deliver_local(self, entries: list[QueueEntry], bodies: dict[str, bytes]) -> None:
         # Concurrently: the shard batchers put the deliveries of all these rows into few Ray calls.
-        results = await asyncio.gather(*(self._deliver_local_entry(e) for e in entries), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._deliver_local_entry(e, bodies) for e in entries), return_exceptions=True
+        )
         for entry, result in zip(entries, results, strict=True):
             if isinstance(result, BaseException):
                 log.error("local delivery of queue entry %d failed: %r", entry.id, result, exc_info=result)
 
-    async def _deliver_local_entry(self, entry: QueueEntry) -> None:
+    async def _deliver_local_entry(self, entry: QueueEntry, bodies: dict[str, bytes]) -> None:
         snapshot = self._directory.current
         results: dict[str, RecipientState] = {}
         items: list[DeliveryItem] = []
         owners: list[str] = []
-        forwards: list[str] = []
+        forwards: dict[str, tuple[str, ...]] = {}
         for rcpt in entry.open_recipients():
             resolution = snapshot.resolve(rcpt) if snapshot is not None else None
             if resolution is None:
@@ -161,7 +192,8 @@ class QueueEngine:
                         )
                     )
                     owners.append(rcpt)
-                forwards.extend(resolution.remote_addresses)
+                if resolution.remote_addresses:
+                    forwards[rcpt] = resolution.remote_addresses
                 results.setdefault(rcpt, RecipientState(status="delivered", code=250, enhanced="2.0.0",
                                                         text="Delivered locally", at=time.time()))
             elif resolution.kind == "disabled":
@@ -172,7 +204,7 @@ class QueueEngine:
                                                text="No such user here", at=time.time())
         if items:
             try:
-                body = await asyncio.to_thread(self._spool.read, entry.message_path)
+                body = await self._body(entry.message_path, bodies)
             except OSError as exc:
                 log.error("spool file of queue entry %d unreadable: %r", entry.id, exc)
                 await self._end_attempt(entry, {r: RecipientState(
@@ -193,26 +225,33 @@ class QueueEngine:
             await self._forward(entry, forwards)
         await self._end_attempt(entry, results)
 
-    async def _forward(self, entry: QueueEntry, addresses: list[str]) -> None:
-        """Alias destinations outside our domains: a new submission sharing the spool file."""
+    async def _forward(self, entry: QueueEntry, forwards: dict[str, tuple[str, ...]]) -> None:
+        """Alias destinations outside our domains: new submissions sharing the spool file, one per
+        local recipient, with ids derived from it, so that a retried attempt never forwards twice."""
         async with self._pool.acquire() as conn:
-            await store.enqueue(
-                conn,
-                delivery_id=uuid.uuid5(entry.delivery_id, "forward"),
-                user_id=None, sender=entry.sender, recipients=addresses, message_path=entry.message_path,
-                size=entry.size, max_attempts=entry.max_attempts, lifetime=self._config.queue.max_lifetime,
-                priority=entry.priority,
-            )
+            for rcpt, addresses in forwards.items():
+                await store.enqueue(
+                    conn,
+                    delivery_id=uuid.uuid5(entry.delivery_id, f"forward|{rcpt.lower()}"),
+                    user_id=None, sender=entry.sender, recipients=list(addresses),
+                    message_path=entry.message_path, size=entry.size, max_attempts=entry.max_attempts,
+                    lifetime=self._config.queue.max_lifetime, priority=entry.priority,
+                )
 
     # -- remote recipients --------------------------------------------------------------------------
 
-    async def _deliver_domain(self, domain: str, entries: list[QueueEntry]) -> None:
-        async with self._destinations:
+    async def _deliver_domain(self, domain: str, entries: list[QueueEntry], bodies: dict[str, bytes]) -> None:
+        if len(self._per_domain) > 10_000:  # forget idle destinations
+            self._per_domain = {d: sem for d, sem in self._per_domain.items() if sem.locked()}
+        per_domain = self._per_domain.setdefault(
+            domain, asyncio.Semaphore(self._config.queue.connections_per_destination)
+        )
+        async with self._destinations, per_domain:
             messages: list[OutboundMessage] = []
             unreadable: list[QueueEntry] = []
             for entry in entries:
                 try:
-                    body = await asyncio.to_thread(self._spool.read, entry.message_path)
+                    body = await self._body(entry.message_path, bodies)
                 except OSError as exc:
                     log.error("spool file of queue entry %d unreadable: %r", entry.id, exc)
                     unreadable.append(entry)
@@ -253,8 +292,9 @@ class QueueEngine:
                 entry = by_id[int(message_id)]
                 if entry.id in ended:
                     continue
-                states = dict(recorded.get(entry.id, {}))
-                states.update({r.recipient: _state(r) for r in results})
+                states = {r.recipient: _state(r) for r in results}
+                # Answers already committed win over anything found later (an error after them).
+                states.update(recorded.get(entry.id, {}))
                 await self._end_attempt(entry, states)
 
     # -- ending an attempt ----------------------------------------------------------------------------
@@ -357,7 +397,10 @@ class QueueEngine:
     async def housekeeping(self) -> tuple[int, int]:
         """Release stale claims of vanished workers; delete old finished rows and their spool files."""
         async with self._pool.acquire() as conn:
-            released = await store.release_claims(conn, stale_after=self._config.queue.claim_timeout)
+            await store.renew_claims(conn, self.worker)
+            released = await store.release_claims(
+                conn, stale_after=self._config.queue.claim_timeout, alive=self.worker
+            )
             paths = await store.cleanup(conn, self._config.queue.cleanup_after)
         if paths:
             await asyncio.to_thread(self._spool.remove, paths)

@@ -192,8 +192,11 @@ async def claim(conn: asyncpg.Connection, worker: str, limit: int) -> list[Queue
     return [QueueEntry.from_row(row) for row in rows]
 
 
-async def release_claims(conn: asyncpg.Connection, worker: str | None = None, stale_after: float = 0.0) -> int:
-    """Put rows back for any worker: those of `worker` (restarted), or claims older than `stale_after` s."""
+async def release_claims(
+    conn: asyncpg.Connection, worker: str | None = None, stale_after: float = 0.0, *, alive: str | None = None
+) -> int:
+    """Put rows back for any worker: those of `worker` (restarted), or claims not renewed for
+    `stale_after` s (their holder vanished) except those of `alive`, the caller, who knows its own."""
     if worker is not None:
         status = await conn.execute(
             "UPDATE outbound_queue SET status = 'deferred', claimed_by = NULL, claimed_at = NULL, "
@@ -204,9 +207,29 @@ async def release_claims(conn: asyncpg.Connection, worker: str | None = None, st
         status = await conn.execute(
             "UPDATE outbound_queue SET status = 'deferred', claimed_by = NULL, claimed_at = NULL, "
             "next_attempt_at = now(), updated_at = now() "
-            "WHERE status = 'sending' AND claimed_at < now() - make_interval(secs => $1)",
-            stale_after,
+            "WHERE status = 'sending' AND claimed_at < now() - make_interval(secs => $1) "
+            "AND claimed_by IS DISTINCT FROM $2",
+            stale_after, alive,
         )
+    return int(status.split()[-1])
+
+
+async def renew_claims(conn: asyncpg.Connection, worker: str) -> int:
+    """Heartbeat: `worker` still holds its claims (a long round must not look abandoned)."""
+    status = await conn.execute(
+        "UPDATE outbound_queue SET claimed_at = now() WHERE status = 'sending' AND claimed_by = $1", worker
+    )
+    return int(status.split()[-1])
+
+
+async def unclaim(conn: asyncpg.Connection, worker: str, ids: list[int]) -> int:
+    """Give claimed rows back untouched (due at once), e.g. what did not fit in a round."""
+    status = await conn.execute(
+        "UPDATE outbound_queue SET status = CASE WHEN attempts = 0 THEN 'pending' ELSE 'deferred' END, "
+        "claimed_by = NULL, claimed_at = NULL, updated_at = now() "
+        "WHERE id = ANY($2) AND claimed_by = $1 AND status = 'sending'",
+        worker, ids,
+    )
     return int(status.split()[-1])
 
 
@@ -301,20 +324,26 @@ async def delete_entries(conn: asyncpg.Connection, ids: list[int]) -> list[int]:
 
 
 async def cleanup(conn: asyncpg.Connection, older_than: float) -> list[str]:
-    """Delete finished rows older than `older_than` s; returns spool paths no row names any more."""
-    rows = await conn.fetch(
-        """
-        WITH gone AS (
-            DELETE FROM outbound_queue
-            WHERE status IN ('sent', 'failed', 'dead') AND updated_at < now() - make_interval(secs => $1)
-            RETURNING message_path
+    """Delete finished rows older than `older_than` s; returns spool paths no row names any more.
+
+    Two statements in one transaction: inside a single statement every part sees the same snapshot,
+    so the deleted rows would still seem to name their files.
+    """
+    async with conn.transaction():
+        rows = await conn.fetch(
+            "DELETE FROM outbound_queue "
+            "WHERE status IN ('sent', 'failed', 'dead') AND updated_at < now() - make_interval(secs => $1) "
+            "RETURNING message_path",
+            older_than,
         )
-        SELECT DISTINCT g.message_path FROM gone g
-        WHERE NOT EXISTS (SELECT 1 FROM outbound_queue q WHERE q.message_path = g.message_path)
-        """,
-        older_than,
-    )
-    return [row["message_path"] for row in rows]
+        paths = sorted({row["message_path"] for row in rows})
+        if not paths:
+            return []
+        still = await conn.fetch(
+            "SELECT DISTINCT message_path FROM outbound_queue WHERE message_path = ANY($1)", paths
+        )
+    named = {row["message_path"] for row in still}
+    return [path for path in paths if path not in named]
 
 
 async def submissions_today(conn: asyncpg.Connection, user_id: int) -> int:

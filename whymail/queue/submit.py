@@ -108,10 +108,12 @@ class SubmitBatcher:
         self.items = 0
 
     async def submit(
-        self, data: bytes, sender: str, recipients: list[str], user_id: int | None, *, priority: int = 0
+        self, data: bytes, sender: str, recipients: list[str], user_id: int | None, *, priority: int = 0,
+        delivery_id: uuid.UUID | None = None,
     ) -> uuid.UUID:
+        """Queue one message; `delivery_id` (default: a new one) makes a resubmission idempotent."""
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        submission = Submission(data, sender, list(recipients), user_id, uuid.uuid4(), priority)
+        submission = Submission(data, sender, list(recipients), user_id, delivery_id or uuid.uuid4(), priority)
         self._waiting.append((submission, future))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())

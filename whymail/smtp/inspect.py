@@ -43,8 +43,8 @@ def header_line(name: str, value: str) -> bytes:
     return f"{name}: {clean}\r\n".encode("utf-8", "replace")
 
 
-def from_domain(message: bytes) -> str | None:
-    """The domain of the first RFC5322.From address, lower-cased, or None."""
+def from_addresses(message: bytes) -> list[str]:
+    """Every address of the RFC5322.From fields, as written ([] when none can be read)."""
     end = message.find(b"\r\n\r\n")
     head = message if end < 0 else message[: end + 2]
     try:
@@ -52,8 +52,13 @@ def from_domain(message: bytes) -> str | None:
         values = parsed.get_all("From") or []
         addresses = email.utils.getaddresses([str(v) for v in values])
     except Exception:  # a broken header is the sender's problem, not a reason to fail
-        return None
-    for _name, address in addresses:
+        return []
+    return [address.strip() for _name, address in addresses if "@" in address]
+
+
+def from_domain(message: bytes) -> str | None:
+    """The domain of the first RFC5322.From address, lower-cased, or None."""
+    for address in from_addresses(message):
         domain = address.rpartition("@")[2].strip().lower().rstrip(".")
         if domain:
             return domain
@@ -72,7 +77,7 @@ class MessageInspector:
         self._config = config
         self._scanner = scanner
         self._resolver = resolver
-        self._dkim_keys = dkim_keys
+        self.dkim_keys = dkim_keys
         self._authserv_id = config.mailauth.authserv_id or config.server.hostname
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in config.mailauth.trusted_networks]
 
@@ -101,7 +106,10 @@ class MessageInspector:
         if self._resolver is None or not (auth.spf or auth.dkim or auth.dmarc) or self._is_trusted(client_ip):
             return Inspection(headers=virus_header)
         # RFC 8601 §5: results claiming to be ours can only be forged; they must not reach the user.
-        message = authresults.strip_forged_results(message, self._authserv_id)
+        if len(message) > 256 * 1024:  # a line-by-line pass over a large message: off the event loop
+            message = await asyncio.to_thread(authresults.strip_forged_results, message, self._authserv_id)
+        else:
+            message = authresults.strip_forged_results(message, self._authserv_id)
         verdict = await checks.authenticate(
             message, client_ip=client_ip, helo=helo, mail_from=mail_from, resolver=self._resolver,
             config=auth, authserv_id=self._authserv_id,
@@ -119,10 +127,10 @@ class MessageInspector:
             return message, refusal
         message = virus_header + message
         domain = from_domain(message)
-        if domain is None or self._dkim_keys is None:
+        if domain is None or self.dkim_keys is None:
             return message, None
         signatures = b""
-        for key in await self._dkim_keys.keys_for(domain):
+        for key in await self.dkim_keys.keys_for(domain):
             try:
                 signatures += await asyncio.to_thread(
                     dkim.sign, message, domain=domain, selector=key.selector, private_pem=key.private_pem,

@@ -22,6 +22,15 @@ TOO_MANY_CONNECTIONS = SmtpReply(421, "4.7.0", "Too many connections from your a
 RATE_LIMITED = SmtpReply(421, "4.7.0", "Too many commands, slow down and try again later")
 FORWARDING_UNAVAILABLE = SmtpReply(451, "4.3.2", "Forwarding to remote addresses is not available")
 DIRECTORY_UNAVAILABLE = SmtpReply(451, "4.3.0", "Recipient lookup temporarily unavailable")
+TOO_MANY_HOPS = SmtpReply(554, "5.4.6", "Too many hops (Received header fields): mail loop?")
+MAX_HOPS = 100  # RFC 5321 §6.3: "a simple counting of the number of Received: header fields ... 100"
+
+
+def hop_count(content: bytes) -> int:
+    """Received header fields in the header section of `content` (before the first empty line)."""
+    end = content.find(b"\r\n\r\n")
+    head = b"\r\n" + (content if end < 0 else content[:end])
+    return head.count(b"\r\nReceived:") + head.count(b"\r\nreceived:") + head.count(b"\r\nRECEIVED:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +64,7 @@ def rcpt_reply(resolution, ctx: RcptContext, usage_of: Callable[[int], int]) -> 
     if resolution.remote_addresses and not ctx.forwarding:
         # Forwarding off-site needs the outbound queue; without it, never accept and drop.
         return FORWARDING_UNAVAILABLE
-    if not resolution.users:
+    if not resolution.users and not resolution.remote_addresses:
         return UNKNOWN_USER
     return RECIPIENT_OK
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import re
 import ssl
@@ -237,8 +238,8 @@ class InboundHandler:
         )
         content = envelope.original_content or b""
         mailbox = "INBOX"
-        reply = None
-        if self._inspector is not None:
+        reply = policy.TOO_MANY_HOPS if policy.hop_count(content) >= policy.MAX_HOPS else None
+        if reply is None and self._inspector is not None:
             inspection = await self._inspector.inbound(
                 content, client_ip=str(session.peer[0]), helo=session.host_name or "",
                 mail_from=envelope.mail_from or "",
@@ -273,14 +274,19 @@ class InboundHandler:
     async def _store(self, body: bytes, users: dict, envelope: Envelope, queue_id: str, mailbox: str) -> SmtpReply:
         sender = envelope.mail_from or ""
         forwards: list[str] = envelope.__dict__.get("whymail_forwards", [])
-        outcomes = await self._deliver(body, list(users.values()), sender, mailbox) if users else []
-        reply = outcome_reply(outcomes, queue_id) if outcomes else policy.STORED
-        if reply.is_success and forwards and self._forward is not None:
+        if forwards and self._forward is not None:
+            # Forwards first, under an id derived from the message: when the local part fails and the
+            # client sends the message again, the forwards are not queued a second time.
+            digest = hashlib.sha256(envelope.original_content or b"")
+            digest.update("\0".join([sender, *sorted(forwards)]).encode("utf-8", "surrogateescape"))
+            forward_id = uuid.UUID(bytes=digest.digest()[:16], version=4)
             try:
-                await self._forward(body, forwards, sender)
+                await self._forward(body, forwards, sender, forward_id)
             except Exception as exc:
                 log.error("forward to %s not queued: %r", forwards, exc)
                 return policy.TRY_AGAIN
+        outcomes = await self._deliver(body, list(users.values()), sender, mailbox) if users else []
+        reply = outcome_reply(outcomes, queue_id) if outcomes else policy.STORED
         if reply is policy.STORED:
             reply = SmtpReply(250, "2.0.0", f"OK: queued as {queue_id}")
         return reply

@@ -22,6 +22,7 @@ from aiosmtpd.smtp import MISSING, Envelope, Session
 
 from whymail.config import Config
 from whymail.smtp import policy
+from whymail.smtp.inspect import from_addresses
 from whymail.smtp.received import received_header
 from whymail.smtp.replies import SmtpReply
 from whymail.smtp.server import InboundHandler, SmtpStats, _malformed_reason
@@ -29,10 +30,18 @@ from whymail.store.models import DeliveryOutcome, Recipient
 
 log = logging.getLogger("whymail.smtp.submission")
 
+class ServiceUnavailable(Exception):
+    """A backend the session needs (PostgreSQL) is not reachable right now."""
+
+
 AUTH_OK = "235 2.7.0 Authentication successful"
+AUTH_TEMPFAIL = "454 4.7.0 Temporary authentication failure, try again later"
 AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
 SENDER_NOT_OWNED = SmtpReply(553, "5.7.1", "Sender address rejected: not owned by the authenticated user")
 NULL_SENDER = SmtpReply(553, "5.7.1", "Submission requires a sender address")
+HEADER_FROM_NOT_OWNED = SmtpReply(
+    553, "5.7.1", "From header address not owned by the authenticated user"
+)
 DAILY_LIMIT = SmtpReply(550, "5.4.5", "Daily sending limit reached, try again tomorrow")
 QUEUE_FAILED = SmtpReply(451, "4.3.0", "Temporary failure queueing the message, try again later")
 
@@ -117,7 +126,13 @@ class SubmissionHandler(InboundHandler):
         except UnicodeDecodeError:
             return AUTH_INVALID
         ip = str(session.peer[0]) if session.peer else "?"
-        account = await self._authenticate(username, password, ip) if username and password else None
+        try:
+            account = await self._authenticate(username, password, ip) if username and password else None
+        except ServiceUnavailable:
+            return AUTH_TEMPFAIL  # RFC 4954 §6
+        except Exception as exc:
+            log.error("authentication error: %r", exc)
+            return AUTH_TEMPFAIL
         if account is None:
             return AUTH_INVALID
         session.authenticated = True
@@ -152,18 +167,29 @@ class SubmissionHandler(InboundHandler):
         snapshot = self._directory.current
         if snapshot is None:
             return str(policy.DIRECTORY_UNAVAILABLE)
-        resolution = snapshot.resolve(address)
-        owned = address.lower() == account.email.lower() or (
-            resolution.kind == "local" and any(u.user_id == account.user_id for u in resolution.users)
-        )
-        if not owned:
+        if not self._owns(account, address):
             log.info("submission sender refused", extra={"user": account.email, "from": address})
             return str(SENDER_NOT_OWNED)
         limit = self._config.limits.per_user_daily_send
-        if await self._sent_today(account.user_id) >= limit:
+        try:
+            sent = await self._sent_today(account.user_id)
+        except Exception as exc:
+            log.warning("daily count unavailable: %r", exc)
+            return str(QUEUE_FAILED)
+        if sent >= limit:
             log.warning("daily send limit reached", extra={"user": account.email, "limit": limit})
             return str(DAILY_LIMIT)
         return await super().handle_MAIL(server, session, envelope, address, mail_options)
+
+    def _owns(self, account, address: str) -> bool:
+        """The address is the account's own, or a local alias that delivers to it."""
+        if address.lower() == account.email.lower():
+            return True
+        snapshot = self._directory.current
+        if snapshot is None:
+            return False
+        resolution = snapshot.resolve(address)
+        return resolution.kind == "local" and any(u.user_id == account.user_id for u in resolution.users)
 
     async def handle_RCPT(self, server, session: Session, envelope: Envelope, address: str, rcpt_options):
         snapshot = self._directory.current
@@ -221,24 +247,35 @@ class SubmissionHandler(InboundHandler):
         return str(reply)
 
     async def _submit(self, account, message: bytes, envelope: Envelope, queue_id: str) -> SmtpReply:
-        if await self._sent_today(account.user_id) >= self._config.limits.per_user_daily_send:
-            return DAILY_LIMIT
+        try:
+            if await self._sent_today(account.user_id) >= self._config.limits.per_user_daily_send:
+                return DAILY_LIMIT
+        except Exception as exc:
+            log.warning("daily count unavailable: %r", exc)
+            return QUEUE_FAILED
+        # The header From is what readers see and what DKIM signs and DMARC checks: the same rule as
+        # for the envelope sender, or a user could sign as another of our domains.
+        if not all(self._owns(account, author) for author in from_addresses(message)):
+            return HEADER_FROM_NOT_OWNED
         message, refusal = await self._transform(message, envelope.mail_from)
         if refusal is not None:
             return refusal
-        snapshot = self._directory.current
-        user = snapshot.user(account.email) if snapshot is not None else None
-        if user is not None:
-            sent = Recipient(user_id=user.user_id, domain=user.domain, local_part=user.local_part,
-                             quota_bytes=0)  # the user's own copy: never refuse sending over a full Sent
-            outcome = await self._store_copy(message, sent, envelope.mail_from)
-            if not outcome.ok and outcome.error_code < 500:
-                return SmtpReply(outcome.error_code, outcome.error_enhanced, outcome.error_text)
-            if not outcome.ok:
-                log.warning("sent copy refused: %s %s", outcome.error_code, outcome.error_text)
         try:
             await self._queue_message(message, envelope.mail_from, list(envelope.rcpt_tos), account.user_id)
         except Exception as exc:
             log.error("queueing failed: %r", exc)
             return QUEUE_FAILED
+        # Queued: the message will go out, so the answer is 250 whatever happens to the Sent copy
+        # (refusing now would make the client send it a second time).
+        snapshot = self._directory.current
+        user = snapshot.user(account.email) if snapshot is not None else None
+        if user is not None:
+            sent = Recipient(user_id=user.user_id, domain=user.domain, local_part=user.local_part,
+                             quota_bytes=0)  # the user's own copy: never refuse sending over a full Sent
+            try:
+                outcome = await self._store_copy(message, sent, envelope.mail_from)
+                if not outcome.ok:
+                    log.warning("sent copy not stored: %s %s", outcome.error_code, outcome.error_text)
+            except Exception as exc:
+                log.error("sent copy not stored: %r", exc)
         return SmtpReply(250, "2.0.0", f"OK: queued as {queue_id}")
