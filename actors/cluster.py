@@ -34,6 +34,8 @@ class Cluster:
     queues: list = field(default_factory=list)
     imap_gateways: list = field(default_factory=list)
     imap_port: int = 0
+    http_gateways: list = field(default_factory=list)
+    http_port: int = 0
     imaps_port: int = 0
 
 
@@ -63,10 +65,12 @@ def start_actors(
     smtps_port: int | None = None,
     imap_port: int | None = None,
     imaps_port: int | None = None,
+    http_port: int | None = None,
     gateways: int = 1,
 ) -> Cluster:
     """Create (or find, when attaching) the shards, the Directory and the gateways; wait until ready."""
     from actors.delivery_queue import DeliveryQueue
+    from gateways.http import HttpGateway
     from gateways.imap import ImapGateway  # gateways import actors, not the reverse
     from gateways.smtp import SmtpGateway
 
@@ -95,15 +99,21 @@ def start_actors(
                 runtime, names, namespace, imap_port, imaps_port
             )
         )
+        cluster.http_gateways.append(
+            HttpGateway.options(name=f"http-gateway-{index}", **common).remote(
+                runtime, names, namespace, http_port, index
+            )
+        )
     ports = ray.get([gateway.ready.remote() for gateway in cluster.smtp_gateways])
     cluster.smtp_port, cluster.submission_port, cluster.smtps_port = ports[0]
     ray.get([queue.ready.remote() for queue in cluster.queues])
     cluster.imap_port, cluster.imaps_port = ray.get(cluster.imap_gateways[0].ready.remote())
+    cluster.http_port = ray.get([gateway.ready.remote() for gateway in cluster.http_gateways])[0]
     log.info(
         "actors ready: %d shards, %d queue(s), %d gateway(s) of each kind: SMTP %d, submission %d, "
-        "SMTPS %d, IMAP %d, IMAPS %d",
+        "SMTPS %d, IMAP %d, IMAPS %d, HTTP %d",
         len(names), len(cluster.queues), gateways, cluster.smtp_port, cluster.submission_port,
-        cluster.smtps_port, cluster.imap_port, cluster.imaps_port,
+        cluster.smtps_port, cluster.imap_port, cluster.imaps_port, cluster.http_port,
     )
     return cluster
 
@@ -111,7 +121,7 @@ def start_actors(
 def stop_actors(cluster: Cluster, grace: float = 10.0) -> None:
     """Graceful stop: gateways stop accepting and drain, then every actor is killed."""
     try:
-        gateways = [*cluster.smtp_gateways, *cluster.imap_gateways]
+        gateways = [*cluster.smtp_gateways, *cluster.imap_gateways, *cluster.http_gateways]
         ray.get([gateway.stop.remote(grace) for gateway in gateways], timeout=grace + 5)
     except Exception as exc:  # a gateway that is already gone needs no draining
         log.warning("gateway stop: %r", exc)
@@ -119,7 +129,10 @@ def stop_actors(cluster: Cluster, grace: float = 10.0) -> None:
         ray.get([queue.stop.remote() for queue in cluster.queues], timeout=grace + 5)
     except Exception as exc:
         log.warning("queue stop: %r", exc)
-    handles = [*cluster.smtp_gateways, *cluster.imap_gateways, *cluster.queues, cluster.directory, *cluster.shards]
+    handles = [
+        *cluster.smtp_gateways, *cluster.imap_gateways, *cluster.http_gateways, *cluster.queues,
+        cluster.directory, *cluster.shards,
+    ]
     for handle in handles:
         if handle is not None:
             try:

@@ -87,13 +87,14 @@ def serve(config: Config, state_dir: Path, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     cluster = start_actors(
         runtime, smtp_port=args.smtp_port, submission_port=args.submission_port, smtps_port=args.smtps_port,
-        imap_port=args.imap_port, imaps_port=args.imaps_port,
+        imap_port=args.imap_port, imaps_port=args.imaps_port, http_port=args.http_port,
     )
     smtp = config.server.smtp
     print(
         f"WhyMail ready: SMTP on {smtp.host}:{cluster.smtp_port} (submission {cluster.submission_port}, "
         f"SMTPS {cluster.smtps_port}), IMAP on {config.server.imap.host}:"
-        f"{cluster.imap_port} (IMAPS {cluster.imaps_port}), {len(cluster.shard_names)} shard(s), "
+        f"{cluster.imap_port} (IMAPS {cluster.imaps_port}), HTTP on {config.server.http.host}:{cluster.http_port}, "
+        f"{len(cluster.shard_names)} shard(s), "
         f"state in {state_dir}, domains: {', '.join(config.local_domains)}",
         flush=True,
     )

@@ -526,7 +526,9 @@ def main(argv: list[str] | None = None) -> int:
         start_ray("", config.ray.namespace)
         ray_started = True
         signal.signal(signal.SIGTERM, sd._raise_keyboard_interrupt)
-        cluster = start_actors(runtime, smtp_port=0, imap_port=0, imaps_port=0)
+        cluster = start_actors(
+            runtime, smtp_port=0, submission_port=0, smtps_port=0, imap_port=0, imaps_port=0, http_port=0
+        )
         smtp_port, imap_port = cluster.smtp_port, cluster.imap_port
         print(
             f"[imap-bench] Ray + actors up in {time.monotonic() - t0:.1f}s; SMTP {smtp_port}, IMAP {imap_port}",

@@ -988,7 +988,9 @@ def main(argv: list[str] | None = None) -> int:
         start_ray("", config.ray.namespace)
         ray_started = True
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # ray.init installs its own (sys.exit)
-        cluster = start_actors(runtime, smtp_port=0)
+        cluster = start_actors(
+            runtime, smtp_port=0, submission_port=0, smtps_port=0, imap_port=0, imaps_port=0, http_port=0
+        )
         gateway = cluster.smtp_gateways[0]
         port = cluster.smtp_port
         print(

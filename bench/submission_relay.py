@@ -682,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
         ray_started = True
         signal.signal(signal.SIGTERM, sd._raise_keyboard_interrupt)  # ray.init installs its own
         cluster = start_actors(
-            runtime, smtp_port=0, submission_port=0, smtps_port=0, imap_port=0, imaps_port=0
+            runtime, smtp_port=0, submission_port=0, smtps_port=0, imap_port=0, imaps_port=0, http_port=0
         )
         gateway = cluster.smtp_gateways[0]
         port = cluster.submission_port

@@ -36,6 +36,7 @@ class MailSystem:
     hostname: str = "mx.whymail.test"
     submission_port: int = 0
     smtps_port: int = 0
+    http_port: int = 0
     _password_hash: str = field(default="", repr=False)
 
     def run(self, coro):
@@ -182,12 +183,15 @@ def mail_system(
     runtime = Runtime(config=config, state_dir=str(state_dir), dsn=pg_dsn, redis_addr=REDIS_ADDR)
     runtime.maildir_root.mkdir(parents=True, exist_ok=True)
     start_ray("", config.ray.namespace)
-    cluster = start_actors(runtime, smtp_port=0, submission_port=0, smtps_port=0, imap_port=0, imaps_port=0)
+    cluster = start_actors(
+        runtime, smtp_port=0, submission_port=0, smtps_port=0, imap_port=0, imaps_port=0, http_port=0
+    )
     system = MailSystem(
         dsn=pg_dsn, smtp_port=cluster.smtp_port, maildir_root=runtime.maildir_root, cluster=cluster, runtime=runtime
     )
     system.submission_port = cluster.submission_port
     system.smtps_port = cluster.smtps_port
+    system.http_port = cluster.http_port
     try:
         yield system
     finally:

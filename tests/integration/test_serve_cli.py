@@ -88,7 +88,7 @@ def test_serve_with_dsn_sees_whymailctl_user_within_a_second_and_stops_on_sigter
         "db:\n  dsn: ${TEST_DSN}\nlocal_domains: [serve.test]\nray:\n  shards: 2\n  namespace: serve-test\n"
     )
     env = _env(TEST_DSN=pg_dsn, WHYMAIL_STATE_DIR=str(tmp_path / "state"))
-    proc, port = _start_server(["-c", str(config), "serve", "--smtp-port", "0", "--submission-port", "0", "--smtps-port", "0", "--imap-port", "0", "--imaps-port", "0"], env, tmp_path / "serve.log")
+    proc, port = _start_server(["-c", str(config), "serve", "--smtp-port", "0", "--submission-port", "0", "--smtps-port", "0", "--http-port", "0", "--imap-port", "0", "--imaps-port", "0"], env, tmp_path / "serve.log")
     try:
         added = _ctl(["-c", str(config), "user", "add", "carol@serve.test", "--password-stdin"], env, "s3cret-pass\n")
         assert added.returncode == 0, added.stderr
@@ -119,7 +119,7 @@ def embedded_state() -> Iterator[Path]:
 def test_serve_on_embedded_defaults_uses_its_state_dir(tmp_path: Path, embedded_state: Path) -> None:
     state = embedded_state
     env = _env(WHYMAIL_STATE_DIR=str(state), WHYMAIL__RAY__NAMESPACE="embedded-test")
-    proc, port = _start_server(["serve", "--smtp-port", "0", "--submission-port", "0", "--smtps-port", "0", "--imap-port", "0", "--imaps-port", "0"], env, tmp_path / "serve.log")
+    proc, port = _start_server(["serve", "--smtp-port", "0", "--submission-port", "0", "--smtps-port", "0", "--http-port", "0", "--imap-port", "0", "--imaps-port", "0"], env, tmp_path / "serve.log")
     try:
         assert (state / "pgdata" / "PG_VERSION").is_file()
         added = _ctl(["user", "add", "dave@localhost", "--password-stdin"], env, "s3cret-pass\n")

@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--address", help="attach to a running Ray cluster ('auto' or host:port)")
     serve.add_argument("--shards", type=int, help="number of MailboxShard actors (overrides ray.shards)")
     serve.add_argument("--smtp-port", type=int, help="inbound SMTP port (overrides server.smtp.port; 0: any)")
+    serve.add_argument("--http-port", type=int, help="HTTP API port (overrides server.http.port; 0: any)")
     serve.add_argument("--submission-port", type=int, help="submission port (server.smtp.submission_port; 0: any)")
     serve.add_argument("--smtps-port", type=int, help="implicit-TLS submission port (server.smtp.smtps_port; 0: any)")
     serve.add_argument("--imap-port", type=int, help="IMAP port (overrides server.imap.port; 0: any)")

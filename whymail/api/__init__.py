@@ -1,0 +1,1 @@
+"""The REST API (Sanic): routes, auth, middleware and the OpenAPI document, without Ray."""

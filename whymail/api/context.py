@@ -1,0 +1,32 @@
+"""Everything route handlers use, built by the HTTP gateway (no Ray objects leak into `whymail/api`)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from whymail.config import Config
+from whymail.ratelimit import TokenBuckets
+
+
+@dataclass
+class ApiContext:
+    config: Config
+    pool: asyncpg.Pool
+    secret: str
+    state_dir: Path
+    # async (operation, user_id, *args) -> result: a mailbox write through the owning MailboxShard
+    mailbox_op: Callable[..., Awaitable[Any]] | None = None
+    # async () -> dict[str, bool]: readiness of the other parts (actors, Redis)
+    readiness: Callable[[], Awaitable[dict[str, bool]]] | None = None
+    # async (user_id, after_id, timeout) -> list[events]: the user's live events (NotificationHub)
+    events: Callable[..., Awaitable[list[dict]]] | None = None
+    # async (data, sender, recipients, user_id) -> delivery id: the outbound queue
+    queue_message: Callable[..., Awaitable[Any]] | None = None
+    login_guard: Any = None  # whymail.auth.lockout.LoginGuard, shared with SMTP and IMAP
+    ip_limits: TokenBuckets = field(default_factory=lambda: TokenBuckets(50.0, 200.0))
+    user_limits: TokenBuckets = field(default_factory=lambda: TokenBuckets(50.0, 200.0))
