@@ -6,19 +6,26 @@ import asyncio
 import contextlib
 import logging
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import ray
 
+from whymail import antivirus
 from whymail.api.app import build_app
 from whymail.api.context import ApiContext
+from whymail.api.errors import ApiError
 from whymail.api.tokens import load_secret
 from whymail.auth.lockout import LoginGuard
+from whymail.db.dkim_keys import DkimKeyCache
 from whymail.db.pool import create_pool
 from whymail.logs import setup_logging
+from whymail.queue.spool import Spool
+from whymail.queue.submit import SubmitBatcher
 from whymail.ratelimit import redis_client
 from whymail.runtime import Runtime
 from whymail.sharding import rendezvous_owner
+from whymail.smtp.inspect import MessageInspector
 
 log = logging.getLogger("whymail.gateway.http")
 
@@ -44,6 +51,7 @@ class HttpGateway:
         self._port = runtime.config.server.http.port if port is None else port
         self._index = index
         self._server = None
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="http-io")
         self._started = asyncio.get_event_loop().create_task(self._start())
 
     async def _start(self) -> int:
@@ -74,10 +82,27 @@ class HttpGateway:
                     checks["redis"] = False
             return checks
 
+        spool = Spool(self._runtime.maildir_root, fsync=config.storage.fsync)
+        submitter = SubmitBatcher(pool, spool, config.queue, self._executor)
+        inspector = MessageInspector(
+            config, scanner=antivirus.from_config(config.plugins.antivirus), resolver=None,
+            dkim_keys=DkimKeyCache(pool),
+        )
+
+        async def queue_message(data: bytes, sender: str, recipients: list[str], user_id: int | None):
+            """Scan, DKIM-sign and queue a message the API composed: the same path as SMTP submission.
+            Returns (delivery id, the bytes queued) or raises ApiError for a virus / scanner outage."""
+            signed, refusal = await inspector.submission(data)
+            if refusal is not None:
+                status = 422 if refusal.code >= 500 else 503
+                raise ApiError(status, "message_refused", f"{refusal.code} {refusal.enhanced} {refusal.text}")
+            delivery_id = await submitter.submit(signed, sender, recipients, user_id)
+            return delivery_id, signed
+
         context = ApiContext(
             config=config, pool=pool, secret=load_secret(auth.jwt_secret, Path(self._runtime.state_dir)),
             state_dir=Path(self._runtime.state_dir), mailbox_op=mailbox_op, readiness=readiness,
-            login_guard=guard,
+            login_guard=guard, queue_message=queue_message,
         )
         self._app = build_app(context, name=f"whymail_http_{self._index}")
         sock = _listen_socket(config.server.http.host, self._port)

@@ -4,4 +4,4 @@ from whymail.api.spec import Api
 
 api = Api()
 
-from whymail.api.routes import auth, health  # noqa: E402,F401  (registration by import)
+from whymail.api.routes import admin, auth, health, mail, metrics, notifications  # noqa: E402,F401  (registration)

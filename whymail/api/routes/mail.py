@@ -1,0 +1,1 @@
+"""mail routes (being written)."""
