@@ -143,6 +143,8 @@ async def delete_domain(req: Req) -> None:
     """Delete a domain and its aliases; 409 while it has users unless `force=true` (then they go too)."""
     async with req.ctx.pool.acquire() as conn:
         domain = await _managed_domain(req, conn, req.params["domain_id"])
+        if domain.id == req.me().domain_id:
+            raise conflict("you cannot delete the domain of your own account")
         try:
             info = await service.delete_domain(conn, domain.name, force=req.query.force)
         except DirectoryError as exc:
