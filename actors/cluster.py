@@ -10,6 +10,7 @@ import ray
 
 from actors.directory import Directory
 from actors.mailbox_shard import MailboxShard
+from actors.notification_hub import HUB_NAME, NotificationHub
 from whymail.runtime import Runtime
 from whymail.sharding import shard_name
 
@@ -27,6 +28,7 @@ class Cluster:
     shard_names: list[str]
     shards: list = field(default_factory=list)
     directory: object = None
+    hub: object = None
     smtp_gateways: list = field(default_factory=list)
     smtp_port: int = 0
     submission_port: int = 0
@@ -78,10 +80,12 @@ def start_actors(
     names = [shard_name(i) for i in range(runtime.config.ray.shards)]
     cluster = Cluster(namespace=namespace, shard_names=names)
     common = {"namespace": namespace, "get_if_exists": True, "num_cpus": 0, "max_concurrency": 1000}
+    cluster.hub = NotificationHub.options(name=HUB_NAME, **common).remote(runtime)  # before its publishers
     for name in names:
         cluster.shards.append(MailboxShard.options(name=name, **common).remote(name, runtime))
     cluster.directory = Directory.options(name="directory", **common).remote(runtime)
-    ray.get([shard.ready.remote() for shard in cluster.shards] + [cluster.directory.ready.remote()])
+    ray.get([shard.ready.remote() for shard in cluster.shards] + [cluster.directory.ready.remote(),
+                                                                  cluster.hub.ready.remote()])
     for index in range(runtime.config.queue.workers):
         cluster.queues.append(
             DeliveryQueue.options(name=f"delivery-queue-{index}", **common).remote(
@@ -131,7 +135,7 @@ def stop_actors(cluster: Cluster, grace: float = 10.0) -> None:
         log.warning("queue stop: %r", exc)
     handles = [
         *cluster.smtp_gateways, *cluster.imap_gateways, *cluster.http_gateways, *cluster.queues,
-        cluster.directory, *cluster.shards,
+        cluster.directory, *cluster.shards, cluster.hub,
     ]
     for handle in handles:
         if handle is not None:

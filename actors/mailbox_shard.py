@@ -11,6 +11,9 @@ import ray
 
 from whymail.db.pool import create_pool
 from whymail.logs import setup_logging
+from whymail.notify.events import LiveEvent
+from whymail.notify.publisher import EventPublisher
+from whymail.notify.store import folder_counts
 from whymail.runtime import Runtime
 from whymail.sharding import rendezvous_owner, shard_name
 from whymail.store.delivery import MailStore
@@ -33,12 +36,19 @@ class MailboxShard:
         self._executor = ThreadPoolExecutor(max_workers=20, thread_name_prefix=f"{name}-io")
         self._store: MailStore | None = None
         self._ops: MailboxOps | None = None
+        self._pool = None
+        self._hub = None
+        self._hub_retry_at = 0.0
+        # Live events go to the NotificationHub in batches, fire-and-forget for the write path.
+        self._events = EventPublisher(self._send_events, load_counts=self._folder_counts)
+        self._flusher = asyncio.get_event_loop().create_task(self._events.run())
         self._starting = asyncio.get_event_loop().create_task(self._start())
 
     async def _start(self) -> MailStore:
         db = self._runtime.config.db
-        pool = await create_pool(self._runtime.dsn, min_size=db.min_pool, max_size=db.max_pool)
-        notifier = ChangeNotifier()
+        pool = self._pool = await create_pool(self._runtime.dsn, min_size=db.min_pool, max_size=db.max_pool)
+        events = self._events
+        notifier = ChangeNotifier(on_change=events.mailbox_changed)
         store = MailStore(
             pool,
             self._runtime.maildir_root,
@@ -46,6 +56,7 @@ class MailboxShard:
             fsync=self._runtime.config.storage.fsync,
             executor=self._executor,
             notifier=notifier,
+            events=events.publish,
         )
         self._ops = MailboxOps(
             pool,
@@ -55,6 +66,7 @@ class MailboxShard:
             executor=self._executor,
             notifier=notifier,
             on_user_changed=store.forget_user,
+            events=events.publish,
         )
         self._store = store
         log.info("shard %s ready", self._name)
@@ -66,6 +78,24 @@ class MailboxShard:
         if self._starting.done() and self._starting.exception() is not None:
             self._starting = asyncio.get_running_loop().create_task(self._start())
         return await asyncio.shield(self._starting)
+
+    async def _folder_counts(self, mailbox_ids: list[int]) -> list[LiveEvent]:
+        if self._pool is None:
+            return []
+        async with self._pool.acquire() as conn:
+            return await folder_counts(conn, mailbox_ids)
+
+    async def _send_events(self, batch: list[LiveEvent]) -> None:
+        if self._hub is None:
+            loop = asyncio.get_running_loop()
+            if loop.time() < self._hub_retry_at:
+                raise RuntimeError("no notification hub")
+            try:
+                self._hub = ray.get_actor("notification-hub", namespace=self._runtime.config.ray.namespace)
+            except ValueError:
+                self._hub_retry_at = loop.time() + 5.0  # not a lookup per flush while there is none
+                raise
+        await self._hub.publish.remote(batch)
 
     async def ready(self) -> str:
         """Wait until the shard can serve; returns its name."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import ray
 
+from actors.notification_hub import live_feed_for
 from whymail import antivirus
 from whymail.api.app import build_app
 from whymail.api.context import ApiContext
@@ -103,6 +104,7 @@ class HttpGateway:
             config=config, pool=pool, secret=load_secret(auth.jwt_secret, Path(self._runtime.state_dir)),
             state_dir=Path(self._runtime.state_dir), mailbox_op=mailbox_op, readiness=readiness,
             login_guard=guard, queue_message=queue_message,
+            live=live_feed_for(self._namespace, f"http-gateway-{self._index}"),
         )
         self._app = build_app(context, name=f"whymail_http_{self._index}")
         sock = _listen_socket(config.server.http.host, self._port)

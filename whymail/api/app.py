@@ -17,6 +17,7 @@ from whymail.api import tokens
 from whymail.api.context import ApiContext
 from whymail.api.errors import ApiError, unauthorized
 from whymail.api.routes import api
+from whymail.api.routes.notifications import install_websocket
 
 log = logging.getLogger("whymail.http")
 access_log = logging.getLogger("whymail.http.access")
@@ -138,6 +139,7 @@ def build_app(context: ApiContext, name: str = "whymail") -> Sanic:
         return _error(request, 500, "internal", "internal error; the request id is in the server log")
 
     api.install(app, authenticate)
+    install_websocket(app)
 
     @app.get("/api/v1/openapi.json", name="openapi")
     async def openapi(request: Request):

@@ -23,8 +23,8 @@ class ApiContext:
     mailbox_op: Callable[..., Awaitable[Any]] | None = None
     # async () -> dict[str, bool]: readiness of the other parts (actors, Redis)
     readiness: Callable[[], Awaitable[dict[str, bool]]] | None = None
-    # async (user_id, after_id, timeout) -> list[events]: the user's live events (NotificationHub)
-    events: Callable[..., Awaitable[list[dict]]] | None = None
+    # whymail.notify.fanout.LiveFeed: this gateway's subscriptions to the NotificationHub's events
+    live: Any = None
     # async (data, sender, recipients, user_id) -> delivery id: the outbound queue
     queue_message: Callable[..., Awaitable[Any]] | None = None
     login_guard: Any = None  # whymail.auth.lockout.LoginGuard, shared with SMTP and IMAP

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from whymail.maildir import (
     write_files_async,
 )
 from whymail.mime.summary import summarize, thread_id
+from whymail.notify.events import LiveEvent, new_message
 from whymail.store.models import DeliveryBatch, DeliveryItem, DeliveryOutcome, DeliveryReport
 from whymail.store.notifier import ChangeNotifier
 
@@ -61,8 +63,11 @@ class MailStore:
         fsync: bool,
         executor: Executor,
         notifier: ChangeNotifier | None = None,
+        events: Callable[[list[LiveEvent]], None] | None = None,
     ) -> None:
+        """`events(batch)` receives the live events of each commit (it must not block)."""
         self._notifier = notifier
+        self._events = events
         self._pool = pool
         self._root = maildir_root
         self._hostname = hostname
@@ -268,10 +273,19 @@ class MailStore:
         if self._notifier is not None:  # committed: wake IMAP IDLE waiters of these mailboxes
             for mailbox_id, (_first_uid, modseq) in stored.reserved.items():
                 self._notifier.notify(mailbox_id, modseq)
+        live: list[LiveEvent] = []
         for index, message in zip(pending, messages, strict=True):
             first_uid, _modseq = stored.reserved[message.mailbox_id]
             outcomes[index] = DeliveryOutcome(
                 delivery_id=message.delivery_id, ok=True, uid=first_uid + message.position,
                 mailbox_id=message.mailbox_id,
             )
+            if self._events is not None:
+                live.append(new_message(
+                    message.user_id, message.mailbox_id, targets[index][1], first_uid + message.position,
+                    message_id=message.message_id or "", subject=message.subject or "",
+                    from_addr=message.from_addr or "",
+                ))
+        if live:
+            self._events(live)
         return stored.usage

@@ -52,6 +52,7 @@ from whymail.maildir import (
 )
 from whymail.maildir.writer import FOLDER_MARKER, SUBDIRS
 from whymail.mime.summary import MessageSummary, summarize, thread_id
+from whymail.notify import events as live
 from whymail.store.notifier import ChangeNotifier
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class _Effects:
     new_files: list[Path] = field(default_factory=list)  # removed again if the commit fails
     forget: list[int] = field(default_factory=list)
     user_changed: int | None = None  # the user whose mailboxes or storage use changed
+    events: list[live.LiveEvent] = field(default_factory=list)  # published after the commit
 
 
 class MailboxOps:
@@ -150,9 +152,12 @@ class MailboxOps:
         executor: Executor,
         notifier: ChangeNotifier,
         on_user_changed: Callable[[int], None] | None = None,
+        events: Callable[[list[live.LiveEvent]], None] | None = None,
     ) -> None:
         """`on_user_changed(user_id)` runs after a commit that changed a user's mailboxes or storage use
-        (the shard passes `MailStore.forget_user`, so the delivery caches reload)."""
+        (the shard passes `MailStore.forget_user`, so the delivery caches reload); `events(batch)`
+        receives the live events of each commit (it must not block)."""
+        self._events = events
         self._on_user_changed = on_user_changed
         self._pool = pool
         self._root = Path(maildir_root)
@@ -173,6 +178,8 @@ class MailboxOps:
             self._notifier.notify(mailbox_id, modseq)
         for mailbox_id in effects.forget:
             self._notifier.forget(mailbox_id)
+        if effects.events and self._events is not None:
+            self._events(effects.events)
         if effects.obsolete_files:
             await self._in_thread(remove_files, effects.obsolete_files)
 
@@ -280,6 +287,7 @@ class MailboxOps:
                 mailbox_id, modseq, [row["uid"] for row, _ in updates], [_flag_string(new) for _, new in updates],
             )
             effects.notify[mailbox_id] = modseq
+            effects.events.append(live.flags_changed(user_id, mailbox_id, [(row["uid"], new) for row, new in updates]))
             changed = tuple(
                 MessageMeta(uid=row["uid"], flags=new, modseq=modseq, internal_date=row["internal_date"],
                             size=row["size"])
@@ -352,6 +360,8 @@ class MailboxOps:
                 conn, user_id, mailbox_id, None if uids is None else list(uids), only_deleted=True, effects=effects
             )
             await self._keep_referenced(conn, user_id, effects)
+            if removed:
+                effects.events.append(live.expunged(user_id, mailbox_id, removed))
             return removed
 
         return await self._run(body, user_changed=user_id)
@@ -457,9 +467,14 @@ class MailboxOps:
                 raise StorageError("NONEXISTENT", "No such mailbox")
             if dest_id is None or dest_id not in locked:
                 raise StorageError("TRYCREATE", "Destination mailbox does not exist")
-            return await self._transfer(
+            result = await self._transfer(
                 conn, user_id, mailbox_id, locked[dest_id], list(uids), move=move, effects=effects
             )
+            if move and result.source_uids:
+                effects.events.append(live.moved(
+                    user_id, mailbox_id, result.source_uids, dest_id, locked[dest_id]["name"], result.dest_uids
+                ))
+            return result
 
         return await self._run(body, user_changed=user_id)
 
@@ -514,6 +529,10 @@ class MailboxOps:
             )
             uid, modseq = await self._store(conn, [message], mailbox_id)
             effects.notify[mailbox_id] = modseq
+            effects.events.append(live.new_message(
+                user_id, mailbox_id, name, uid, message_id=summary.message_id or "", subject=summary.subject or "",
+                from_addr=summary.from_addr[:_MAX_FIELD], source="append",
+            ))
             return AppendResult(uidvalidity=mailbox["uidvalidity"], uid=uid)
 
         return await self._run(body, user_changed=user_id)

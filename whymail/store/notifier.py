@@ -9,12 +9,15 @@ All methods must run on the event loop's thread.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 
 class ChangeNotifier:
     """Per mailbox id: the latest HIGHESTMODSEQ announced, and the futures waiting to pass a value."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[int], None] | None = None) -> None:
+        """`on_change(mailbox_id)` also hears every change (the shard turns it into live folder counts)."""
+        self._on_change = on_change
         self._latest: dict[int, int] = {}
         self._waiters: dict[int, list[tuple[int, asyncio.Future[None]]]] = {}
 
@@ -26,6 +29,8 @@ class ChangeNotifier:
         """Record that the mailbox reached `modseq` and wake every waiter it passes."""
         if modseq > self._latest.get(mailbox_id, 0):
             self._latest[mailbox_id] = modseq
+        if self._on_change is not None:
+            self._on_change(mailbox_id)
         waiters = self._waiters.get(mailbox_id)
         if not waiters:
             return
