@@ -231,7 +231,7 @@ def test_send_to_local_users_arrives_with_headers_and_leaves_a_sent_copy(mail_sy
     assert parsed["Message-ID"] == message_id and parsed["Subject"] == "Lunch? ☕"
     assert parsed["From"].addresses[0].addr_spec == alice and parsed["From"].addresses[0].display_name == "Alice A."
     assert parsed["To"].addresses[0].addr_spec == bob and parsed["Date"] is not None
-    assert parsed["Bcc"] is None and carol.encode() not in raw.split(b"\r\n\r\n", 1)[0].replace(b"Received", b"")
+    assert parsed["Bcc"] is None and carol.encode() not in raw.split(b"\r\n\r\n", 1)[0]
     assert at_carol["message_id"] == message_id
     [copy] = mail_system.messages_of(alice, "Sent")
     assert copy["message_id"] == message_id and "\\Seen" in copy["flags"]
@@ -251,6 +251,10 @@ def test_send_to_local_users_arrives_with_headers_and_leaves_a_sent_copy(mail_sy
     assert {m["message_id"] for m in thread} == {message_id, reply.json()["message_id"]}
     assert {m["mailbox_id"] for m in thread} == {
         _mailboxes(client)["Sent"]["id"], _mailboxes(client)["INBOX"]["id"]}
+    # Bob's view of the same thread holds only Bob's copies: his INBOX message and his Sent reply.
+    bob_thread = bob_client.get(f"/api/v1/messages/{at_bob['id']}").json()["thread"]
+    bob_boxes = _mailboxes(bob_client)
+    assert sorted(m["mailbox_id"] for m in bob_thread) == sorted([bob_boxes["INBOX"]["id"], bob_boxes["Sent"]["id"]])
 
 
 def test_bad_input_is_400(mail_system: MailSystem, domain: str):
