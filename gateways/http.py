@@ -16,6 +16,7 @@ from whymail import antivirus
 from whymail.api.app import build_app
 from whymail.api.context import ApiContext
 from whymail.api.errors import ApiError
+from whymail.api.ratelimit import ApiRateLimiter
 from whymail.api.tokens import load_secret
 from whymail.auth.lockout import LoginGuard
 from whymail.db.dkim_keys import DkimKeyCache
@@ -29,6 +30,11 @@ from whymail.sharding import rendezvous_owner
 from whymail.smtp.inspect import MessageInspector
 
 log = logging.getLogger("whymail.gateway.http")
+
+# Named actors whose stats() /metrics reports, by the prefix of their name.
+_STATS_GROUPS = {"smtp-gateway-": "smtp", "imap-gateway-": "imap", "delivery-queue-": "queues"}
+_STATS_TIMEOUT = 2.0
+_ACTOR_LIST_TTL = 30.0
 
 
 def _listen_socket(host: str, port: int) -> socket.socket:
@@ -53,7 +59,36 @@ class HttpGateway:
         self._index = index
         self._server = None
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="http-io")
+        self._stats_actors: dict[str, tuple[str, object]] = {}  # actor name -> (group, handle)
+        self._stats_actors_at = float("-inf")
         self._started = asyncio.get_event_loop().create_task(self._start())
+
+    def _find_stats_actors(self) -> dict[str, tuple[str, object]]:
+        """The named SMTP/IMAP gateways and delivery queues of this namespace (blocking GCS calls)."""
+        found = {}
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            name = entry["name"]
+            group = next((g for prefix, g in _STATS_GROUPS.items() if name.startswith(prefix)), None)
+            if entry["namespace"] == self._namespace and group is not None:
+                found[name] = (group, ray.get_actor(name, namespace=self._namespace))
+        return found
+
+    async def _cluster_stats(self) -> dict[str, dict[str, dict | None]]:
+        """Every SMTP gateway's, IMAP gateway's and delivery queue's stats(); None for one that did not
+        answer within _STATS_TIMEOUT."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._stats_actors_at > _ACTOR_LIST_TTL:
+            self._stats_actors = await loop.run_in_executor(self._executor, self._find_stats_actors)
+            self._stats_actors_at = loop.time()
+        names = list(self._stats_actors)
+        replies = await asyncio.gather(
+            *(asyncio.wait_for(self._stats_actors[n][1].stats.remote(), _STATS_TIMEOUT) for n in names),
+            return_exceptions=True,
+        )
+        result: dict[str, dict[str, dict | None]] = {group: {} for group in _STATS_GROUPS.values()}
+        for name, reply in zip(names, replies, strict=True):
+            result[self._stats_actors[name][0]][name] = reply if isinstance(reply, dict) else None
+        return result
 
     async def _start(self) -> int:
         config = self._runtime.config
@@ -104,6 +139,8 @@ class HttpGateway:
             config=config, pool=pool, secret=load_secret(auth.jwt_secret, Path(self._runtime.state_dir)),
             state_dir=Path(self._runtime.state_dir), mailbox_op=mailbox_op, readiness=readiness,
             login_guard=guard, queue_message=queue_message,
+            rate_limiter=ApiRateLimiter(redis_client=redis, prefix=f"whymail:{self._namespace}:api"),
+            cluster_stats=self._cluster_stats, name=f"http-gateway-{self._index}",
             live=live_feed_for(self._namespace, f"http-gateway-{self._index}"),
         )
         self._app = build_app(context, name=f"whymail_http_{self._index}")

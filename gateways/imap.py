@@ -161,6 +161,10 @@ class ImapGateway:
         """Wait until both listeners are bound; returns (STARTTLS port, implicit-TLS port)."""
         return await asyncio.shield(self._started)
 
+    async def stats(self) -> dict:
+        """Figures for /metrics: connections open, and sessions logged in among them."""
+        return {"sessions_open": len(self._connections), "sessions_authenticated": self._user_connections.open}
+
     async def stop(self, grace: float = 10.0) -> int:
         """Stop accepting; give open sessions `grace` seconds, then close them; returns those cut."""
         for server in self._servers:

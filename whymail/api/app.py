@@ -16,7 +16,9 @@ from sanic.exceptions import SanicException
 from whymail.api import tokens
 from whymail.api.context import ApiContext
 from whymail.api.errors import ApiError, unauthorized
+from whymail.api.ratelimit import bearer_user, refusal_message, route_name
 from whymail.api.routes import api
+from whymail.api.routes import metrics as metrics_route
 from whymail.api.routes.notifications import install_websocket
 
 log = logging.getLogger("whymail.http")
@@ -58,8 +60,12 @@ async def authenticate(request: Request) -> tokens.Caller:
         caller = await tokens.caller_by_id(conn, user_id) if user_id is not None else None
     if caller is None:
         raise unauthorized("invalid or expired token")
-    if not ctx.user_limits.allow(f"u{caller.user_id}"):
-        raise ApiError(429, "rate_limited", "too many requests for this account, slow down")
+    if getattr(request.ctx, "rate_user", None) != caller.user_id:  # not counted yet (an API token)
+        limiter = ctx.rate_limiter
+        decision = await limiter.check(limiter.buckets_for_user(caller.user_id, route_name(request)))
+        request.ctx.rate_limit = decision.tighter(getattr(request.ctx, "rate_limit", None))
+        if not decision.allowed:
+            raise ApiError(429, "rate_limited", refusal_message(decision), decision.headers())
     request.ctx.caller = caller
     return caller
 
@@ -90,10 +96,13 @@ def build_app(context: ApiContext, name: str = "whymail") -> Sanic:
                 "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Request-ID",
                 "Access-Control-Max-Age": "600", "Vary": "Origin",
             })
-        ip = request.client_ip or "?"
-        if not context.ip_limits.allow(ip):
-            return _error(request, 429, "rate_limited", "too many requests from your address, slow down",
-                          {"Retry-After": "1"})
+        # One atomic check of the IP's buckets, and the user's when an access JWT names them.
+        user_id = bearer_user(context.secret, request.headers.get("authorization", ""))
+        request.ctx.rate_user = user_id
+        decision = await context.rate_limiter.check_request(request.client_ip or "?", user_id, route_name(request))
+        request.ctx.rate_limit = decision
+        if not decision.allowed:
+            return _error(request, 429, "rate_limited", refusal_message(decision), decision.headers())
         return None
 
     @app.on_response
@@ -106,6 +115,10 @@ def build_app(context: ApiContext, name: str = "whymail") -> Sanic:
         if origin and origin in allowed_origins:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
+        decision = getattr(request.ctx, "rate_limit", None)
+        if decision is not None:
+            for key, value in decision.headers().items():
+                response.headers.setdefault(key, value)
         body = response.body
         if (body and len(body) >= _GZIP_MIN and "gzip" in request.headers.get("accept-encoding", "")
                 and "content-encoding" not in response.headers):
@@ -113,6 +126,9 @@ def build_app(context: ApiContext, name: str = "whymail") -> Sanic:
             response.headers["Content-Encoding"] = "gzip"
             response.headers["Vary"] = "Accept-Encoding"
         started = getattr(request.ctx, "started", None)
+        if started is not None:
+            context.http_metrics.observe(route_name(request), request.method, response.status,
+                                         time.perf_counter() - started)
         caller = getattr(request.ctx, "caller", None)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info("%s %s %s", request.method, request.path, response.status, extra={
@@ -140,6 +156,7 @@ def build_app(context: ApiContext, name: str = "whymail") -> Sanic:
 
     api.install(app, authenticate)
     install_websocket(app)
+    metrics_route.install(app, authenticate)
 
     @app.get("/api/v1/openapi.json", name="openapi")
     async def openapi(request: Request):

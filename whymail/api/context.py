@@ -9,8 +9,9 @@ from typing import Any
 
 import asyncpg
 
+from whymail.api.ratelimit import ApiRateLimiter
 from whymail.config import Config
-from whymail.ratelimit import TokenBuckets
+from whymail.metrics import HttpMetrics
 
 
 @dataclass
@@ -28,5 +29,9 @@ class ApiContext:
     # async (data, sender, recipients, user_id) -> delivery id: the outbound queue
     queue_message: Callable[..., Awaitable[Any]] | None = None
     login_guard: Any = None  # whymail.auth.lockout.LoginGuard, shared with SMTP and IMAP
-    ip_limits: TokenBuckets = field(default_factory=lambda: TokenBuckets(50.0, 200.0))
-    user_limits: TokenBuckets = field(default_factory=lambda: TokenBuckets(50.0, 200.0))
+    # per IP / user / endpoint limits; the default keeps them in this process (no Redis)
+    rate_limiter: ApiRateLimiter = field(default_factory=ApiRateLimiter)
+    http_metrics: HttpMetrics = field(default_factory=HttpMetrics)
+    # async () -> {"smtp" | "imap" | "queues": {actor name: its stats() or None}}, for /metrics
+    cluster_stats: Callable[[], Awaitable[dict[str, dict[str, dict | None]]]] | None = None
+    name: str = "http-gateway-0"  # this gateway, in metric labels
