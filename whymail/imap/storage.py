@@ -29,6 +29,10 @@ class StorageError(Exception):
         self.code = code  # e.g. NONEXISTENT, ALREADYEXISTS, TRYCREATE, OVERQUOTA, CANNOT, NOPERM, LIMIT
         self.text = text
 
+    def __reduce__(self):
+        # Raised in a MailboxShard and re-raised in a gateway: Ray pickles it with its two arguments.
+        return (StorageError, (self.code, self.text))
+
 
 @dataclass(frozen=True, slots=True)
 class Account:

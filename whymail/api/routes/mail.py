@@ -66,11 +66,6 @@ async def _write(req: Req, operation: str, *args):
         if isinstance(cause, StorageError):
             status, error = _STORAGE_STATUS.get(cause.code, (409, "conflict"))
             raise ApiError(status, error, cause.text) from None
-        if "whymail.imap.storage.StorageError" in str(exc):
-            # StorageError(code, text) does not survive pickling (Ray then raises UnserializableException
-            # and the code is lost); the handlers check the usual refusals first, so this is a race.
-            log.warning("mailbox %s refused without a readable code: %s", operation, str(exc)[-300:])
-            raise conflict("the mailbox changed meanwhile; try again") from None
         raise
 
 
