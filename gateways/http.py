@@ -16,7 +16,7 @@ from whymail import antivirus
 from whymail.api.app import build_app
 from whymail.api.context import ApiContext
 from whymail.api.errors import ApiError
-from whymail.api.ratelimit import ApiRateLimiter
+from whymail.api.ratelimit import ApiRateLimiter, api_limits
 from whymail.api.tokens import load_secret
 from whymail.auth.lockout import LoginGuard
 from whymail.db.dkim_keys import DkimKeyCache
@@ -139,7 +139,9 @@ class HttpGateway:
             config=config, pool=pool, secret=load_secret(auth.jwt_secret, Path(self._runtime.state_dir)),
             state_dir=Path(self._runtime.state_dir), mailbox_op=mailbox_op, readiness=readiness,
             login_guard=guard, queue_message=queue_message,
-            rate_limiter=ApiRateLimiter(redis_client=redis, prefix=f"whymail:{self._namespace}:api"),
+            rate_limiter=ApiRateLimiter(
+                api_limits(config.limits), redis_client=redis, prefix=f"whymail:{self._namespace}:api"
+            ),
             cluster_stats=self._cluster_stats, name=f"http-gateway-{self._index}",
             live=live_feed_for(self._namespace, f"http-gateway-{self._index}"),
         )

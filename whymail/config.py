@@ -155,6 +155,11 @@ class LimitsConfig(_Section):
     connections_per_minute: int = Field(600, gt=0, description="New SMTP connections one IP may open per minute")
     per_user_daily_send: int = Field(1000, gt=0, description="Messages one user may submit per day")
     default_quota: int = Field(1_073_741_824, ge=0, description="Default mailbox quota in bytes (0: none)")
+    api_requests_per_minute_ip: int = Field(6000, gt=0, description="API requests one IP may make per minute")
+    api_burst_ip: int = Field(1000, gt=0, description="API requests one IP may make in a burst")
+    api_requests_per_minute_user: int = Field(3000, gt=0, description="API requests one account may make per minute")
+    api_burst_user: int = Field(500, gt=0, description="API requests one account may make in a burst")
+    api_logins_per_minute: int = Field(300, gt=0, description="POST /auth/login per IP per minute (burst: a third)")
     max_imap_connections_per_user: int = Field(
         50, gt=0, description="Concurrent logged-in IMAP sessions of one user, per gateway"
     )

@@ -68,6 +68,16 @@ class RateLimits:
     )
 
 
+def api_limits(limits) -> RateLimits:
+    """The limits of `config.limits` (a whymail.config.LimitsConfig)."""
+    logins = limits.api_logins_per_minute
+    return RateLimits(
+        ip=Limit(limits.api_requests_per_minute_ip, limits.api_burst_ip),
+        user=Limit(limits.api_requests_per_minute_user, limits.api_burst_user),
+        endpoints={**RateLimits().endpoints, "login": Limit(logins, max(1, logins // 3))},
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Bucket:
     """One bucket a request draws from: `scope` names it in metrics and in the 429 message."""
