@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration lint fmt coverage bench bench-submission migrate sysdeps clean
+.PHONY: help install run test test-unit test-integration lint fmt coverage bench bench-submission bench-http migrate sysdeps clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ bench: $(STAMP) ## SMTP delivery benchmark (writes bench/results/*.json)
 
 bench-submission: $(STAMP) ## submission + relay to a local smtp-sink benchmark (issue 5; bench/results/)
 	$(BIN)/python bench/submission_relay.py
+
+bench-http: $(STAMP) ## HTTP API benchmark: cached and database-backed reads, 50 connections (issue 6; bench/results/)
+	$(BIN)/python bench/http_api.py
 
 migrate: $(STAMP) ## apply pending migrations to the configured (or embedded) database
 	$(BIN)/whymail migrate up

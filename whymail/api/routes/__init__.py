@@ -4,4 +4,15 @@ from whymail.api.spec import Api
 
 api = Api()
 
-from whymail.api.routes import admin, auth, health, mail, metrics, notifications  # noqa: E402,F401  (registration)
+from whymail.api.routes import (  # noqa: E402,F401  (registration by import)
+    admin,
+    auth,
+    health,
+    mail,
+    mail_extra,
+    metrics,
+    notifications,
+    ops,
+    packages,
+    search,
+)

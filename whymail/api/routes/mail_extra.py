@@ -1,0 +1,1 @@
+"""mail_extra routes (being written)."""

@@ -1,0 +1,1 @@
+"""ops routes (being written)."""

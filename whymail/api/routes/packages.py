@@ -1,0 +1,1 @@
+"""packages routes (being written)."""
