@@ -1,0 +1,1 @@
+"""Mail rules: their validated model (`model`) and pure evaluation against a message (`evaluate`)."""
