@@ -23,6 +23,7 @@ from whymail.api.errors import ApiError
 from whymail.api.tokens import Caller
 
 _PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
+MAX_ID = 2**63 - 1
 
 
 @dataclass(slots=True)
@@ -121,6 +122,11 @@ class Api:
 
     def _wrap(self, op: Operation, authenticate):
         async def endpoint(request: Request, **params):
+            for name, value in params.items():
+                # Ids are PostgreSQL bigints: anything outside cannot name an object (and would make
+                # the driver fail); answered like any unknown id.
+                if isinstance(value, int) and not 0 < value <= MAX_ID:
+                    raise ApiError(404, "not_found", f"{name} {value} not found")
             caller = await authenticate(request) if op.auth else None
             if op.roles and (caller is None or caller.role not in op.roles):
                 raise ApiError(403, "forbidden", "not allowed for your role")
@@ -175,7 +181,8 @@ class Api:
             entry: dict[str, Any] = {"operationId": op.operation_id, "tags": [op.tag], "summary": op.summary}
             parameters = [
                 {"name": m.group(1), "in": "path", "required": True,
-                 "schema": {"type": "integer"} if m.group(2) == "int" else {"type": "string"}}
+                 "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID}
+                 if m.group(2) == "int" else {"type": "string"}}
                 for m in _PARAM.finditer(op.path)
             ]
             if op.query is not None:
