@@ -13,6 +13,7 @@ import dataclasses
 
 import asyncpg
 
+from whymail import packages
 from whymail.api.errors import ApiError, bad_request, conflict, forbidden, not_found
 from whymail.api.models import UserOut
 from whymail.api.models_admin import (
@@ -40,6 +41,7 @@ from whymail.db.audit import write_audit
 from whymail.directory import records, reports, service
 from whymail.directory.addresses import normalize_alias_source, normalize_domain
 from whymail.directory.service import AlreadyExists, Conflict, DirectoryError, InvalidInput, NotFound
+from whymail.notify import alerts
 
 MANAGERS = ("admin", "owner")
 ADMIN = ("admin",)
@@ -126,6 +128,7 @@ async def create_domain(req: Req) -> DomainOut:
     if domain is None:  # deleted by someone else in between
         raise not_found("domain")
     await _audit(req, "domain_created", "domain", domain.id, domain=domain.name)
+    await alerts.notify_domain_added(req.ctx.pool, domain.id, domain.name, req.me().email)
     return DomainOut(**dataclasses.asdict(domain))
 
 
@@ -192,15 +195,20 @@ async def create_user(req: Req) -> UserOut:
     password_hash = await _password_hash(req, body.password)
     async with req.ctx.pool.acquire() as conn:
         try:
-            info = await service.add_user(conn, address, password_hash, display_name=body.display_name,
-                                          quota_bytes=body.quota_bytes, role=body.role)
+            async with conn.transaction():  # the package check holds the domain's lock until the commit
+                await packages.check_user_limits(conn, domain.id, quota_bytes=body.quota_bytes)
+                info = await service.add_user(conn, address, password_hash, display_name=body.display_name,
+                                              quota_bytes=body.quota_bytes, role=body.role)
         except DirectoryError as exc:
             raise _refused(exc, "email") from None
+        except packages.LimitExceeded as exc:
+            raise ApiError(409, "package_limit", str(exc)) from None
         user = await records.user_record(conn, info.id)
     if user is None:
         raise not_found("user")
     await _audit(req, "user_created", "user", user.id, email=user.email, domain=user.domain, role=user.role,
                  quota_bytes=user.quota_bytes)
+    await alerts.notify_user_added(req.ctx.pool, user.id, user.email, domain.id, req.me().email)
     return _user_out(user)
 
 
@@ -246,6 +254,8 @@ async def update_user(req: Req) -> UserOut:
                     await conn.execute("UPDATE refresh_tokens SET revoked_at = now() "
                                        "WHERE user_id = $1 AND revoked_at IS NULL", user.id)
                 if body.quota_bytes is not None:
+                    await packages.check_user_limits(conn, user.domain_id, quota_bytes=body.quota_bytes,
+                                                     user_id=user.id)
                     await service.set_quota(conn, user.email, body.quota_bytes)
                 if body.is_active is not None:
                     await service.set_enabled(conn, user.email, body.is_active)
@@ -253,6 +263,8 @@ async def update_user(req: Req) -> UserOut:
                     await records.set_role(conn, user.id, body.role)
         except DirectoryError as exc:
             raise _refused(exc) from None
+        except packages.LimitExceeded as exc:
+            raise ApiError(409, "package_limit", str(exc)) from None
         updated = await records.user_record(conn, user.id)
     if updated is None:
         raise not_found("user")
