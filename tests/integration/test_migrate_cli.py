@@ -43,16 +43,18 @@ def test_migrate_up_status_down_round_trip() -> None:
         assert up.returncode == 0, up.stderr
         assert "applied 001_core" in up.stdout and "applied 002_mail_features" in up.stdout
         assert "applied 003_starred" in up.stdout and "applied 004_outbound" in up.stdout
+        assert "applied 005_api_indexes" in up.stdout
 
         again = _whymail("up", dsn=dsn)
         assert again.returncode == 0 and "schema is up to date" in again.stdout
 
         down = _whymail("down", dsn=dsn)
-        assert down.returncode == 0 and "reverted 004_outbound" in down.stdout
+        assert down.returncode == 0 and "reverted 005_api_indexes" in down.stdout
         status = _whymail("status", dsn=dsn)
         lines = dict(line.split() for line in status.stdout.strip().splitlines())
         assert lines == {
-            "001_core": "applied", "002_mail_features": "applied", "003_starred": "applied", "004_outbound": "pending",
+            "001_core": "applied", "002_mail_features": "applied", "003_starred": "applied",
+            "004_outbound": "applied", "005_api_indexes": "pending",
         }
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -41,6 +41,26 @@ def _error(request: Request | None, status: int, error: str, message: str, heade
     return HTTPResponse(body, status=status, headers=headers, content_type="application/json")
 
 
+CALLER_TTL = 5.0  # seconds a disabled or demoted account may still use a token it holds
+
+
+async def _caller(ctx: ApiContext, user_id: int) -> tokens.Caller | None:
+    """The account behind a token, from PostgreSQL at most every CALLER_TTL seconds per user."""
+    now = time.monotonic()
+    cached = ctx.callers.get(user_id)
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    async with ctx.pool.acquire() as conn:
+        caller = await tokens.caller_by_id(conn, user_id)
+    if len(ctx.callers) > 50_000:
+        ctx.callers.clear()
+    if caller is not None:
+        ctx.callers[user_id] = (caller, now + CALLER_TTL)
+    else:
+        ctx.callers.pop(user_id, None)
+    return caller
+
+
 async def authenticate(request: Request) -> tokens.Caller:
     """The caller of a request with `Authorization: Bearer <access JWT | API token>`; 401 otherwise."""
     cached = getattr(request.ctx, "caller", None)
@@ -52,12 +72,12 @@ async def authenticate(request: Request) -> tokens.Caller:
         raise unauthorized()
     ctx: ApiContext = request.app.ctx.api
     token = token.strip()
-    async with ctx.pool.acquire() as conn:
-        if token.startswith(tokens.API_TOKEN_PREFIX):
+    if token.startswith(tokens.API_TOKEN_PREFIX):
+        async with ctx.pool.acquire() as conn:
             user_id = await tokens.user_of_api_token(conn, token)
-        else:
-            user_id = tokens.decode_access_token(ctx.secret, token)
-        caller = await tokens.caller_by_id(conn, user_id) if user_id is not None else None
+    else:
+        user_id = tokens.decode_access_token(ctx.secret, token)
+    caller = await _caller(ctx, user_id) if user_id is not None else None
     if caller is None:
         raise unauthorized("invalid or expired token")
     if getattr(request.ctx, "rate_user", None) != caller.user_id:  # not counted yet (an API token)

@@ -35,3 +35,5 @@ class ApiContext:
     # async () -> {"smtp" | "imap" | "queues": {actor name: its stats() or None}}, for /metrics
     cluster_stats: Callable[[], Awaitable[dict[str, dict[str, dict | None]]]] | None = None
     name: str = "http-gateway-0"  # this gateway, in metric labels
+    # user id -> (Caller, monotonic expiry): the account behind a token, re-read every few seconds
+    callers: dict = field(default_factory=dict)

@@ -70,8 +70,31 @@ def issue_access_token(secret: str, caller: Caller, ttl: int) -> str:
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+_VERIFIED: dict[tuple[str, str], tuple[int, float]] = {}  # (secret, token) -> (user id, exp)
+_VERIFIED_MAX = 20_000
+
+
 def decode_access_token(secret: str, token: str) -> int | None:
-    """The user id of a valid, unexpired access token; None otherwise."""
+    """The user id of a valid, unexpired access token; None otherwise.
+
+    A client sends the same token with every request for its lifetime: a verified one is remembered
+    until it expires, so the signature is checked once per token, not once per request."""
+    key = (secret, token)
+    known = _VERIFIED.get(key)
+    if known is not None:
+        if known[1] > time.time():
+            return known[0]
+        del _VERIFIED[key]
+        return None
+    user_id = _decode(secret, token)
+    if user_id is not None:
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.clear()
+        _VERIFIED[key] = user_id
+    return user_id[0] if user_id is not None else None
+
+
+def _decode(secret: str, token: str) -> tuple[int, float] | None:
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})
     except jwt.PyJWTError:
@@ -79,7 +102,7 @@ def decode_access_token(secret: str, token: str) -> int | None:
     if claims.get("typ") != "access":
         return None
     try:
-        return int(claims["sub"])
+        return int(claims["sub"]), float(claims["exp"])
     except (TypeError, ValueError):
         return None
 
