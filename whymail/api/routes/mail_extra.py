@@ -7,6 +7,7 @@ exactly like `POST /send`. Another user's id answers 404, like one that does not
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 
@@ -217,13 +218,24 @@ async def _send_body(req: Req, row: asyncpg.Record, attached: list[asyncpg.Recor
         raise ApiError(400, "invalid_draft", validation_message(exc, "draft")) from None
 
 
+_SEND_SLOTS: list[asyncio.Semaphore] = []  # one per process, made on first use (inside the event loop)
+
+
+def _send_slots(pool_size: int) -> asyncio.Semaphore:
+    """Handlers that queue mail while holding a locked row take at most half the pool, so the
+    connections queueing needs are always there (no deadlock when many send at once)."""
+    if not _SEND_SLOTS:
+        _SEND_SLOTS.append(asyncio.Semaphore(max(1, pool_size // 2)))
+    return _SEND_SLOTS[0]
+
+
 @api.route("POST", "/drafts/{draft_id:int}/send", tag="mail", response=DraftSentOut, status=202,
            errors=(404, 409, 413, 422))
 async def send_draft(req: Req) -> DraftSentOut:
     """Send a draft exactly as POST /send would (a copy goes to Sent), then delete it and its uploads."""
     user_id, draft_id = req.me().user_id, req.params["draft_id"]
     # The row stays locked until the draft is gone: a second send of it waits, then finds nothing.
-    async with req.ctx.pool.acquire() as conn, conn.transaction():
+    async with _send_slots(req.ctx.config.db.max_pool), req.ctx.pool.acquire() as conn, conn.transaction():
         row = await xq.draft_by_id(conn, user_id, draft_id, for_update=True)
         if row is None:
             raise not_found("draft")
@@ -337,7 +349,7 @@ async def answer_read_receipt(req: Req) -> ReadReceiptOut:
     wanted = receipt_request(await _raw(req, message))
     if not wanted.notify:
         raise conflict("the message does not ask for a read receipt")
-    async with req.ctx.pool.acquire() as conn, conn.transaction():
+    async with _send_slots(req.ctx.config.db.max_pool), req.ctx.pool.acquire() as conn, conn.transaction():
         await xq.claim_receipt(conn, caller.user_id, message["id"], ", ".join(wanted.notify))
         existing = await xq.receipt_for_update(conn, message["id"])
         if existing["status"] in ("sent", "ignored"):
