@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from whymail.config import Config
+from whymail.notify import alerts
 from whymail.outbound.models import OutboundMessage, RecipientResult
 from whymail.queue import store
 from whymail.queue.retry import retry_delay
@@ -351,6 +352,14 @@ class QueueEngine:
             )
         if not ok:
             log.warning("queue entry %d: claim lost before the attempt ended (released as stale?)", entry.id)
+        else:  # tell the submitting user, without waiting and without ever failing the delivery
+            note = alerts.queue_outcome(
+                user_id=entry.user_id, status=status, attempts=attempts, queue_id=entry.id,
+                delivery_id=str(entry.delivery_id), recipients=entry.recipients,
+                recipient_domain=entry.recipient_domain, error=last_error,
+            )
+            if note is not None:
+                alerts.store_in_background(self._pool, [note])
         log.info("queue entry %d to %s: %s", entry.id, entry.recipient_domain, status,
                  extra={"queue_id": entry.id, "status": status, "attempts": attempts, "error": last_error})
 

@@ -28,7 +28,9 @@ from whymail.maildir import (
     write_files_async,
 )
 from whymail.mime.summary import summarize, thread_id
+from whymail.notify import alerts
 from whymail.notify.events import LiveEvent, new_message
+from whymail.notify.store import Notification, notification_event
 from whymail.store.models import DeliveryBatch, DeliveryItem, DeliveryOutcome, DeliveryReport
 from whymail.store.notifier import ChangeNotifier
 
@@ -201,7 +203,31 @@ class MailStore:
         except Exception as exc:
             await self._recover(batch, storable, targets, files, outcomes, exc)
             return
+        self._warn_quota(batch, storable, new_usage)
         self._usage.update(new_usage)
+
+    def _warn_quota(self, batch: DeliveryBatch, stored: list[int], usage: dict[int, int]) -> None:
+        """After a commit: a `quota_warning` for each user this batch took past 80, 90 or 100 % of the
+        quota (written in the background; a lost warning never fails a delivery)."""
+        added: dict[int, int] = {}
+        quotas: dict[int, int] = {}
+        for index in stored:
+            item = batch.items[index]
+            user_id = item.recipient.user_id
+            added[user_id] = added.get(user_id, 0) + len(batch.bodies[item.body_index])
+            quotas[user_id] = item.recipient.quota_bytes
+        notes = []
+        for user_id, after in usage.items():
+            quota = quotas.get(user_id, 0)
+            percent = alerts.quota_threshold_crossed(after - added.get(user_id, 0), after, quota)
+            if percent is not None:
+                notes.append(alerts.quota_warning(user_id, percent, after, quota))
+        if notes:
+            alerts.store_in_background(self._pool, notes, then=self._announce)
+
+    def _announce(self, stored: list[Notification]) -> None:
+        if self._events is not None:
+            self._events([notification_event(n) for n in stored])
 
     async def _recover(self, batch, storable, targets, files, outcomes, exc: Exception) -> None:
         """After a failed store: keep what did commit (an overlapping attempt), remove only the rest.
