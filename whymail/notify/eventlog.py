@@ -109,11 +109,18 @@ class EventLog:
         asked again on every wake-up, so a change of the watched set takes effect at once."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        scanned, watched = after_id, None
         while True:
-            page = self.feed(users(), after_id)
+            current = users()
+            if current != watched:  # a new watched set: its users' events since the cursor count too
+                scanned, watched = after_id, set(current)
+            page = self.feed(current, scanned)
             remaining = deadline - loop.time()
             if page.events or page.gap or after_id is None or remaining <= 0:
                 return page
+            # Nothing for these users up to here: look only at what comes next, or a flood of other
+            # users' events makes every wake-up walk the whole buffer again (quadratic).
+            scanned = page.last_id
             try:
                 await asyncio.wait_for(self._appended.wait(), remaining)
             except TimeoutError:
