@@ -66,7 +66,8 @@ def test_search_finds_own_messages_by_subject_and_body_words(mail_system: MailSy
     assert _subjects(_search(owner, q="budget lunch")) == []  # every word must appear
     hits = _search(owner, q="zeppelin").json()["messages"]
     assert [h["subject"] for h in hits] == ["Lunch plans"]  # bob's message is not found
-    assert "zeppelin" in hits[0]["snippet"] and hits[0]["mailbox_name"] == "INBOX"
+    assert "zeppelin" in hits[0]["snippet"] and "<b>" not in hits[0]["snippet"]  # plain text, no markup
+    assert hits[0]["mailbox_name"] == "INBOX"
     assert len(_subjects(_search(owner, q="news@elsewhere.test"))) == 3  # addresses are words too
     assert _subjects(_search(other, q="zeppelin")) == ["Quarterly budget review for bob"]
 
