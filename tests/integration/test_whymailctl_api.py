@@ -6,6 +6,7 @@ through the API (the audit log names the logged-in operator as the actor, which 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import stat
@@ -314,3 +315,30 @@ def test_plain_user_gets_403_from_operator_endpoints(mail_system: MailSystem, do
     assert client.post("/api/v1/queue/1/retry", {}).status == 403
     assert client.post(f"/api/v1/domains/{row['id']}/dkim", {"algorithm": "ed25519"}).status == 403
     assert client.get(f"/api/v1/domains/{row['id']}/dkim").status == 403
+
+
+# --- both modes ----------------------------------------------------------------------------------
+
+def test_direct_database_mode_prints_what_the_api_mode_prints(
+    admin_ctl: Run, mail_system: MailSystem, domain: str, unique: str, pg_dsn: str, tmp_path: Path
+):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WHYMAIL")}
+    env.update(WHYMAIL_DB_DSN=pg_dsn, WHYMAIL_STATE_DIR=str(tmp_path / "state"),
+               WHYMAIL_CTL_CONFIG=str(tmp_path / "no-login.json"))
+
+    def direct(*args: str) -> str:
+        return ok(subprocess.run([*CTL, *args], input="", capture_output=True, text=True, env=env, timeout=120))
+
+    ok(admin_ctl("config", "set", f"test.both_{unique}", '{"a": [1, 2]}'))
+    assert direct("config", "set", f"test.both_{unique}_direct", "true") == f"set test.both_{unique}_direct = true\n"
+    ok(admin_ctl("domain", "dkim", domain, "--algorithm", "ed25519", "--selector", "both"))
+    ok(admin_ctl("alias", "add", f"team@{domain}", f"root@{domain}"))
+    for command in (["config", "show"], ["domain", "dkim", domain, "--list"], ["user", "list", "--domain", domain],
+                    ["alias", "list", "--domain", domain]):
+        assert direct(*command) == ok(admin_ctl(*command)), command
+    # JSON: the same values; times are ISO 8601 in both (+00:00 from the database, Z from the API).
+    from_db = json.loads(direct("--json", "config", "show"))
+    from_api = json.loads(ok(admin_ctl("--json", "config", "show")))
+    assert from_db["settings"] == from_api["settings"]
+    assert dt.datetime.fromisoformat(from_db["updated_at"]) == dt.datetime.fromisoformat(from_api["updated_at"])
+    assert direct("config", "reload").startswith("nothing to reload")
