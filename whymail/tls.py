@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import ipaddress
 import os
 import ssl
@@ -13,15 +14,26 @@ from whymail.config import TlsConfig
 
 def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
     """A self-signed certificate for `hostname` in `directory` (made once, kept across restarts)."""
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    directory.mkdir(parents=True, exist_ok=True)
+    # Several gateways start at once on a fresh state dir: one makes the pair under a lock, the others
+    # wait and use it (two writers would leave one's key beside the other's certificate).
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if cert_path.exists() and key_path.exists():
+            return cert_path, key_path
+        _make_pair(cert_path, key_path, hostname)
+    return cert_path, key_path
+
+
+def _make_pair(cert_path: Path, key_path: Path, hostname: str) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    if cert_path.exists() and key_path.exists():
-        return cert_path, key_path
-    directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = dt.datetime.now(dt.UTC)
@@ -46,9 +58,11 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
         )
+    tmp_cert = cert_path.with_suffix(".tmp")
+    tmp_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    # The key first, the certificate last: a reader that sees the certificate sees its key.
     os.replace(tmp_key, key_path)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path
+    os.replace(tmp_cert, cert_path)
 
 
 def server_context(tls: TlsConfig, state_dir: Path, hostname: str) -> ssl.SSLContext:

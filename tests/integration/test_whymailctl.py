@@ -36,6 +36,7 @@ def _environment(pg_dsn: str, state_dir: Path) -> dict[str, str]:
         WHYMAIL_DB_DSN=pg_dsn,
         WHYMAIL_STATE_DIR=str(state_dir),
         WHYMAIL__AUTH__BCRYPT_ROUNDS="4",  # fast hashes; also proves the configured cost is used
+        WHYMAIL_CTL_CONFIG=str(state_dir / "no-ctl-login.json"),  # database mode, whatever the machine has
     )
     return env
 

@@ -47,7 +47,9 @@ class UserCreateIn(_In):
     email: str = Field(min_length=1, max_length=320, description="Local part, or a full address in this domain")
     password: str = Field(min_length=1, max_length=1024)
     display_name: str = Field("", max_length=256)
-    quota_bytes: int = Field(0, ge=0, le=2**63 - 1, description="0: unlimited")
+    quota_bytes: int | None = Field(
+        None, ge=0, le=2**63 - 1, description="0: unlimited; absent: limits.default_quota"
+    )
     role: Role = "user"
 
     _no_controls = field_validator("display_name")(_plain_text)

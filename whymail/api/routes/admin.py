@@ -192,13 +192,14 @@ async def create_user(req: Req) -> UserOut:
     async with req.ctx.pool.acquire() as conn:
         domain = await _managed_domain(req, conn, req.params["domain_id"])
     address = _address_in(domain.name, body.email)
+    quota = req.ctx.config.limits.default_quota if body.quota_bytes is None else body.quota_bytes
     password_hash = await _password_hash(req, body.password)
     async with req.ctx.pool.acquire() as conn:
         try:
             async with conn.transaction():  # the package check holds the domain's lock until the commit
-                await packages.check_user_limits(conn, domain.id, quota_bytes=body.quota_bytes)
+                await packages.check_user_limits(conn, domain.id, quota_bytes=quota)
                 info = await service.add_user(conn, address, password_hash, display_name=body.display_name,
-                                              quota_bytes=body.quota_bytes, role=body.role)
+                                              quota_bytes=quota, role=body.role)
         except DirectoryError as exc:
             raise _refused(exc, "email") from None
         except packages.LimitExceeded as exc:
