@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from whymail.api.models import _In
-from whymail.mime.compose import is_address, is_message_id
+from whymail.api.models_mail import ComposeFields
 
 
 class UploadOut(BaseModel):
@@ -21,38 +21,11 @@ class UploadOut(BaseModel):
     url: str = Field(description="where to download it")
 
 
-def _one_line(value: str) -> str:
-    if any(c in value for c in "\r\n\x00"):
-        raise ValueError("must not contain line breaks")
-    return value
-
-
-class DraftIn(_In):
+class DraftIn(ComposeFields):
     """A whole draft: PUT replaces every field. Recipients may be empty until it is sent."""
 
-    to: list[str] = Field(default_factory=list, max_length=100)
-    cc: list[str] = Field(default_factory=list, max_length=100)
-    bcc: list[str] = Field(default_factory=list, max_length=100)
-    subject: str = Field("", max_length=998)
-    text: str = Field("", max_length=10_000_000)
-    html: str | None = Field(None, max_length=20_000_000)
     attachment_ids: list[int] = Field(default_factory=list, max_length=100,
                                       description="ids from POST /attachments, in the order they are attached")
-    in_reply_to: str | None = Field(None, max_length=998)
-    references: list[str] = Field(default_factory=list, max_length=100)
-
-    @field_validator("to", "cc", "bcc")
-    @classmethod
-    def _addresses(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if not is_address(value):
-                raise ValueError(f"not an email address: {value!r}")
-        return values
-
-    @field_validator("subject")
-    @classmethod
-    def _subject(cls, value: str) -> str:
-        return _one_line(value)
 
     @field_validator("attachment_ids")
     @classmethod
@@ -61,21 +34,6 @@ class DraftIn(_In):
             raise ValueError("attachment ids are positive")
         if len(set(values)) != len(values):
             raise ValueError("an attachment is listed twice")
-        return values
-
-    @field_validator("in_reply_to")
-    @classmethod
-    def _parent(cls, value: str | None) -> str | None:
-        if value is not None and not is_message_id(value):
-            raise ValueError("not a Message-ID (<id@host>)")
-        return value
-
-    @field_validator("references")
-    @classmethod
-    def _references(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if not is_message_id(value):
-                raise ValueError(f"not a Message-ID: {value!r}")
         return values
 
 

@@ -129,29 +129,27 @@ def _addresses(values: list[str]) -> list[str]:
     return values
 
 
-class SendIn(_In):
+class ComposeFields(_In):
+    """What a message being written has, for POST /send and for drafts alike."""
+
     to: list[str] = Field(default_factory=list, max_length=100)
     cc: list[str] = Field(default_factory=list, max_length=100)
     bcc: list[str] = Field(default_factory=list, max_length=100)
     subject: str = Field("", max_length=998)
     text: str = Field("", max_length=10_000_000)
     html: str | None = Field(None, max_length=20_000_000)
-    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=100)
     in_reply_to: str | None = Field(None, max_length=998)
     references: list[str] = Field(default_factory=list, max_length=100)
-    from_name: str | None = Field(None, max_length=200)
 
     @field_validator("to", "cc", "bcc")
     @classmethod
     def _recipients(cls, values: list[str]) -> list[str]:
         return _addresses(values)
 
-    @field_validator("subject", "from_name")
+    @field_validator("subject")
     @classmethod
-    def _one_line(cls, value: str | None) -> str | None:
-        if value is not None and any(c in value for c in "\r\n\x00"):
-            raise ValueError("must not contain line breaks")
-        return value
+    def _subject(cls, value: str) -> str:
+        return one_line(value)
 
     @field_validator("in_reply_to")
     @classmethod
@@ -167,6 +165,23 @@ class SendIn(_In):
             if not is_message_id(value):
                 raise ValueError(f"not a Message-ID: {value!r}")
         return values
+
+
+def one_line(value: str | None) -> str | None:
+    """A header value: no line breaks (header injection) and no NUL."""
+    if value is not None and any(c in value for c in "\r\n\x00"):
+        raise ValueError("must not contain line breaks")
+    return value
+
+
+class SendIn(ComposeFields):
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=100)
+    from_name: str | None = Field(None, max_length=200)
+
+    @field_validator("from_name")
+    @classmethod
+    def _from_name(cls, value: str | None) -> str | None:
+        return one_line(value)
 
 
 class SendOut(BaseModel):

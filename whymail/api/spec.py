@@ -132,6 +132,9 @@ class Api:
                 raise ApiError(403, "forbidden", "not allowed for your role")
             req = Req(request, caller, params=params)
             if op.body is not None:
+                # PostgreSQL text cannot hold NUL; no field of ours has a use for it.
+                if b"\\u0000" in (request.body or b""):
+                    raise ApiError(400, "bad_request", "the body contains a NUL character (\\u0000)")
                 try:
                     raw = orjson.loads(request.body or b"null")
                 except orjson.JSONDecodeError:
@@ -142,6 +145,8 @@ class Api:
                     raise ApiError(400, "invalid_body", validation_message(exc, "body")) from None
             if op.query is not None:
                 values = {key: request.args.get(key) for key in request.args}
+                if any("\x00" in key or "\x00" in (value or "") for key, value in values.items()):
+                    raise ApiError(400, "invalid_query", "query: NUL characters are not allowed")
                 try:
                     req.query = op.query.model_validate(values)
                 except ValidationError as exc:

@@ -35,16 +35,13 @@ from whymail.api.models_admin import (
     UserStorage,
 )
 from whymail.api.routes import api
+from whymail.api.routes.common import ADMIN, MANAGERS, audit
 from whymail.api.spec import Req
 from whymail.auth.passwords import check_password_policy, hash_password
-from whymail.db.audit import write_audit
 from whymail.directory import records, reports, service
 from whymail.directory.addresses import normalize_alias_source, normalize_domain
 from whymail.directory.service import AlreadyExists, Conflict, DirectoryError, InvalidInput, NotFound
 from whymail.notify import alerts
-
-MANAGERS = ("admin", "owner")
-ADMIN = ("admin",)
 
 
 def _refused(exc: DirectoryError, field: str | None = None) -> ApiError:
@@ -56,14 +53,6 @@ def _refused(exc: DirectoryError, field: str | None = None) -> ApiError:
     if isinstance(exc, InvalidInput) and field:
         return ApiError(400, "invalid_body", f"body: {field}: {exc}")
     return bad_request(str(exc))
-
-
-async def _audit(req: Req, action: str, target_type: str, target_id: object, **details: object) -> None:
-    caller = req.me()
-    await write_audit(
-        req.ctx.pool, action, actor_user_id=caller.user_id, actor_email=caller.email,
-        actor_ip=req.request.client_ip, target_type=target_type, target_id=str(target_id), details=details,
-    )
 
 
 async def _managed_domain(req: Req, conn: asyncpg.Connection, domain_id: int) -> records.DomainRecord:
@@ -127,7 +116,7 @@ async def create_domain(req: Req) -> DomainOut:
         domain = await records.domain_by_name(conn, info.name)
     if domain is None:  # deleted by someone else in between
         raise not_found("domain")
-    await _audit(req, "domain_created", "domain", domain.id, domain=domain.name)
+    await audit(req, "domain_created", "domain", domain.id, domain=domain.name)
     await alerts.notify_domain_added(req.ctx.pool, domain.id, domain.name, req.me().email)
     return DomainOut(**dataclasses.asdict(domain))
 
@@ -152,7 +141,7 @@ async def delete_domain(req: Req) -> None:
             info = await service.delete_domain(conn, domain.name, force=req.query.force)
         except DirectoryError as exc:
             raise _refused(exc) from None
-    await _audit(req, "domain_deleted", "domain", domain.id, domain=domain.name, force=req.query.force,
+    await audit(req, "domain_deleted", "domain", domain.id, domain=domain.name, force=req.query.force,
                  users_deleted=info.user_count)
 
 
@@ -207,7 +196,7 @@ async def create_user(req: Req) -> UserOut:
         user = await records.user_record(conn, info.id)
     if user is None:
         raise not_found("user")
-    await _audit(req, "user_created", "user", user.id, email=user.email, domain=user.domain, role=user.role,
+    await audit(req, "user_created", "user", user.id, email=user.email, domain=user.domain, role=user.role,
                  quota_bytes=user.quota_bytes)
     await alerts.notify_user_added(req.ctx.pool, user.id, user.email, domain.id, req.me().email)
     return _user_out(user)
@@ -270,7 +259,7 @@ async def update_user(req: Req) -> UserOut:
     if updated is None:
         raise not_found("user")
     details = {key: value for key, value in body.model_dump(exclude_none=True).items() if key != "password"}
-    await _audit(req, "user_updated", "user", user.id, email=user.email, domain=updated.domain, fields=changed,
+    await audit(req, "user_updated", "user", user.id, email=user.email, domain=updated.domain, fields=changed,
                  changes=details)
     return _user_out(updated)
 
@@ -287,7 +276,7 @@ async def delete_user(req: Req) -> None:
             info = await service.delete_user(conn, user.email)
         except DirectoryError as exc:
             raise _refused(exc) from None
-    await _audit(req, "user_deleted", "user", user.id, email=info.email, domain=info.domain)
+    await audit(req, "user_deleted", "user", user.id, email=info.email, domain=info.domain)
 
 
 # --- aliases -------------------------------------------------------------------------------------
@@ -328,7 +317,7 @@ async def create_alias(req: Req) -> AliasOut:
         alias = await records.alias_by_source(conn, info.source)
     if alias is None:
         raise not_found("alias")
-    await _audit(req, "alias_created", "alias", alias.id, source=alias.source, domain=alias.domain,
+    await audit(req, "alias_created", "alias", alias.id, source=alias.source, domain=alias.domain,
                  destinations=list(alias.destinations))
     return _alias_out(alias)
 
@@ -344,7 +333,7 @@ async def delete_alias(req: Req) -> None:
             await service.delete_alias(conn, alias.source)
         except DirectoryError as exc:
             raise _refused(exc) from None
-    await _audit(req, "alias_deleted", "alias", alias.id, source=alias.source, domain=alias.domain)
+    await audit(req, "alias_deleted", "alias", alias.id, source=alias.source, domain=alias.domain)
 
 
 # --- system config -------------------------------------------------------------------------------
@@ -365,7 +354,7 @@ async def put_system_config(req: Req) -> SystemConfigOut:
         raise ApiError(400, "invalid_body", "body: settings: give at least one key")
     async with req.ctx.pool.acquire() as conn:
         settings = await reports.write_settings(conn, changes, req.me().user_id)
-    await _audit(req, "config_updated", "system_config", ",".join(sorted(changes))[:200], changes=changes)
+    await audit(req, "config_updated", "system_config", ",".join(sorted(changes))[:200], changes=changes)
     return SystemConfigOut(settings=settings.values, updated_at=settings.updated_at)
 
 

@@ -23,24 +23,12 @@ from whymail.api.models_ops import (
     QueueQuery,
 )
 from whymail.api.routes import api
+from whymail.api.routes.common import ADMIN, MANAGERS, audit
 from whymail.api.spec import Req
 from whymail.db import dkim_keys
-from whymail.db.audit import write_audit
 from whymail.directory import records
 from whymail.mailauth.dkim import dns_txt_record, generate_key
 from whymail.queue import store
-
-ADMIN = ("admin",)
-MANAGERS = ("admin", "owner")
-
-
-async def _audit(req: Req, action: str, target_type: str, target_id: object, **details: object) -> None:
-    caller = req.me()
-    await write_audit(
-        req.ctx.pool, action, actor_user_id=caller.user_id, actor_email=caller.email,
-        actor_ip=req.request.client_ip, target_type=target_type, target_id=str(target_id), details=details,
-    )
-
 
 # --- outbound queue ------------------------------------------------------------------------------
 
@@ -75,7 +63,7 @@ async def retry_queue_entry(req: Req) -> QueueEntryOut:
         entry = await _queue_entry(conn, entry_id)
     if not done:
         raise conflict(f"queue entry {entry_id} is {entry.status}: nothing to retry")
-    await _audit(req, "queue_retried", "queue_entry", entry_id, recipients=entry.recipients)
+    await audit(req, "queue_retried", "queue_entry", entry_id, recipients=entry.recipients)
     return _entry_out(entry)
 
 
@@ -88,7 +76,7 @@ async def delete_queue_entry(req: Req) -> None:
         if not done:
             entry = await _queue_entry(conn, entry_id)
             raise conflict(f"queue entry {entry_id} is {entry.status}: try again when the attempt is over")
-    await _audit(req, "queue_deleted", "queue_entry", entry_id)
+    await audit(req, "queue_deleted", "queue_entry", entry_id)
 
 
 # --- DKIM keys -----------------------------------------------------------------------------------
@@ -145,7 +133,7 @@ async def create_dkim_key(req: Req) -> DkimKeyOut:
         except ValueError:
             raise conflict(f"selector {selector} already exists for {domain.name}: choose another") from None
         key = await _key(conn, domain.name, selector)
-    await _audit(req, "dkim_key_created", "domain", domain.id, domain=domain.name, selector=selector,
+    await audit(req, "dkim_key_created", "domain", domain.id, domain=domain.name, selector=selector,
                  algorithm=body.algorithm, active=key.is_active)
     return key
 
@@ -164,6 +152,6 @@ async def activate_dkim_key(req: Req) -> DkimKeyOut:
         except LookupError:
             raise not_found("DKIM key") from None
         key = await _key(conn, domain.name, selector)
-    await _audit(req, "dkim_key_activated", "domain", domain.id, domain=domain.name, selector=selector,
+    await audit(req, "dkim_key_activated", "domain", domain.id, domain=domain.name, selector=selector,
                  algorithm=key.algorithm)
     return key

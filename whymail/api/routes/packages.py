@@ -17,8 +17,8 @@ from whymail.api.models_packages import (
     TemplateOut,
 )
 from whymail.api.routes import api
+from whymail.api.routes.common import ADMIN, MANAGERS, audit
 from whymail.api.spec import Req
-from whymail.db.audit import write_audit
 from whymail.directory import records
 from whymail.packages import (
     LimitExceeded,
@@ -36,17 +36,6 @@ from whymail.packages import (
     package_by_id,
     replace_package,
 )
-
-ADMIN = ("admin",)
-MANAGERS = ("admin", "owner")
-
-
-async def _audit(req: Req, action: str, target_type: str, target_id: object, **details: object) -> None:
-    caller = req.me()
-    await write_audit(
-        req.ctx.pool, action, actor_user_id=caller.user_id, actor_email=caller.email,
-        actor_ip=req.request.client_ip, target_type=target_type, target_id=str(target_id), details=details,
-    )
 
 
 def _limits_audit(body: PackageIn | TemplateIn) -> dict:
@@ -73,7 +62,7 @@ async def post_package(req: Req) -> PackageOut:
                                            limits=body.limits(), features=body.features, is_active=body.is_active)
         except PackageNameTaken as exc:
             raise conflict(str(exc)) from None
-    await _audit(req, "package_created", "package", package.id, **_limits_audit(body))
+    await audit(req, "package_created", "package", package.id, **_limits_audit(body))
     return PackageOut.of(package)
 
 
@@ -101,7 +90,7 @@ async def put_package(req: Req) -> PackageOut:
             raise not_found("package") from None
         except PackageNameTaken as exc:
             raise conflict(str(exc)) from None
-    await _audit(req, "package_updated", "package", package.id, **_limits_audit(body))
+    await audit(req, "package_updated", "package", package.id, **_limits_audit(body))
     return PackageOut.of(package)
 
 
@@ -112,7 +101,7 @@ async def remove_package(req: Req) -> None:
     async with req.ctx.pool.acquire() as conn:
         if not await delete_package(conn, package_id):
             raise not_found("package")
-    await _audit(req, "package_deleted", "package", package_id)
+    await audit(req, "package_deleted", "package", package_id)
 
 
 # --- a domain's package --------------------------------------------------------------------------
@@ -153,7 +142,7 @@ async def put_domain_package(req: Req) -> DomainPackageOut:
         if not assigned:
             raise not_found("domain")
         result = await _domain_package(conn, domain)
-    await _audit(req, "domain_package_set", "domain", domain.id, domain=domain.name, package_id=package_id)
+    await audit(req, "domain_package_set", "domain", domain.id, domain=domain.name, package_id=package_id)
     return result
 
 
@@ -177,7 +166,7 @@ async def post_template(req: Req) -> TemplateOut:
                                              limits=body.limits(), features=body.features)
         except PackageNameTaken as exc:
             raise conflict(str(exc)) from None
-    await _audit(req, "package_template_created", "package_template", template.id, **_limits_audit(body))
+    await audit(req, "package_template_created", "package_template", template.id, **_limits_audit(body))
     return TemplateOut.of(template)
 
 
@@ -189,7 +178,7 @@ async def remove_template(req: Req) -> None:
     async with req.ctx.pool.acquire() as conn:
         if not await delete_template(conn, template_id):
             raise not_found("package template")
-    await _audit(req, "package_template_deleted", "package_template", template_id)
+    await audit(req, "package_template_deleted", "package_template", template_id)
 
 
 @api.route("POST", "/package-templates/{template_id:int}/instantiate", tag="packages", body=InstantiateIn,
@@ -205,5 +194,5 @@ async def instantiate(req: Req) -> PackageOut:
             raise not_found("package template") from None
         except PackageNameTaken as exc:
             raise conflict(str(exc)) from None
-    await _audit(req, "package_created", "package", package.id, template_id=template_id, name=package.name)
+    await audit(req, "package_created", "package", package.id, template_id=template_id, name=package.name)
     return PackageOut.of(package)
