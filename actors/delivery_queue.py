@@ -17,10 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 import asyncpg
 import ray
 
+from actors.notification_hub import HUB_NAME
 from whymail.db.pool import create_pool
 from whymail.directory.cache import DirectoryCache
 from whymail.dnsresolve import DnsResolver
 from whymail.logs import setup_logging
+from whymail.notify.events import LiveEvent
+from whymail.notify.publisher import EventPublisher
+from whymail.notify.writer import NotificationWriter
 from whymail.outbound.client import deliver as deliver_remote
 from whymail.outbound.dsn import build_dsn
 from whymail.queue import store
@@ -52,6 +56,11 @@ class DeliveryQueue:
         self._listener = None
         self._loop_task: asyncio.Task | None = None
         self._housekeeping_task: asyncio.Task | None = None
+        self._hub = None
+        self._hub_retry_at = 0.0
+        # Notifications of queue outcomes: stored in batches, then sent to the hub in batches.
+        self._events = EventPublisher(self._send_events)
+        self._notes_tasks: list[asyncio.Task] = []
         self._started = asyncio.get_event_loop().create_task(self._start())
 
     async def _start(self) -> None:
@@ -82,10 +91,13 @@ class DeliveryQueue:
                 on_message=on_message,
             )
 
+        notifications = NotificationWriter(pool, announce=self._events.publish)
+        loop = asyncio.get_running_loop()
+        self._notes_tasks = [loop.create_task(self._events.run()), loop.create_task(notifications.run())]
         self._engine = QueueEngine(
             worker=self._name, pool=pool, spool=Spool(self._runtime.maildir_root, fsync=config.storage.fsync),
             config=config, directory=directory, local_deliver=router.deliver, send_remote=send_remote,
-            build_dsn=build_dsn, executor=self._executor,
+            build_dsn=build_dsn, executor=self._executor, notifications=notifications,
         )
         self._directory = directory
         released = await self._engine.release_own_claims()
@@ -97,10 +109,21 @@ class DeliveryQueue:
         while directory.current is None:
             with contextlib.suppress(TimeoutError):
                 await directory.wait_for_version(1, timeout=10.0)
-        loop = asyncio.get_running_loop()
         self._loop_task = loop.create_task(self._loop())
         self._housekeeping_task = loop.create_task(self._housekeeping())
         log.info("%s ready", self._name)
+
+    async def _send_events(self, batch: list[LiveEvent]) -> None:
+        if self._hub is None:
+            loop = asyncio.get_running_loop()
+            if loop.time() < self._hub_retry_at:
+                raise RuntimeError("no notification hub")
+            try:
+                self._hub = ray.get_actor(HUB_NAME, namespace=self._namespace)
+            except ValueError:
+                self._hub_retry_at = loop.time() + 5.0  # not a lookup per flush while there is none
+                raise
+        await self._hub.publish.remote(batch)
 
     async def _housekeeping(self) -> None:
         """Every minute, apart from the rounds (which may take long): renew our claims, release those of
@@ -164,7 +187,7 @@ class DeliveryQueue:
         return dict(self._engine.stats)
 
     async def stop(self) -> None:
-        for task in (self._loop_task, self._housekeeping_task):
+        for task in (self._loop_task, self._housekeeping_task, *self._notes_tasks):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import ray
 
-from actors.notification_hub import live_feed_for
+from actors.notification_hub import HUB_NAME, live_feed_for
 from whymail import antivirus
 from whymail.api.app import build_app
 from whymail.api.context import ApiContext
@@ -22,6 +22,8 @@ from whymail.auth.lockout import LoginGuard
 from whymail.db.dkim_keys import DkimKeyCache
 from whymail.db.pool import create_pool
 from whymail.logs import setup_logging
+from whymail.notify.events import LiveEvent
+from whymail.notify.publisher import EventPublisher
 from whymail.queue.spool import Spool
 from whymail.queue.submit import SubmitBatcher
 from whymail.ratelimit import redis_client
@@ -61,6 +63,7 @@ class HttpGateway:
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="http-io")
         self._stats_actors: dict[str, tuple[str, object]] = {}  # actor name -> (group, handle)
         self._stats_actors_at = float("-inf")
+        self._hub = None
         self._started = asyncio.get_event_loop().create_task(self._start())
 
     def _find_stats_actors(self) -> dict[str, tuple[str, object]]:
@@ -89,6 +92,12 @@ class HttpGateway:
         for name, reply in zip(names, replies, strict=True):
             result[self._stats_actors[name][0]][name] = reply if isinstance(reply, dict) else None
         return result
+
+    async def _send_events(self, batch: list[LiveEvent]) -> None:
+        """The gateway's own live events (notifications stored by requests) to the hub."""
+        if self._hub is None:
+            self._hub = ray.get_actor(HUB_NAME, namespace=self._namespace)
+        await self._hub.publish.remote(batch)
 
     async def _start(self) -> int:
         config = self._runtime.config
@@ -145,6 +154,7 @@ class HttpGateway:
             cluster_stats=self._cluster_stats, name=f"http-gateway-{self._index}",
             live=live_feed_for(self._namespace, f"http-gateway-{self._index}"),
         )
+        context.live.publish_with(EventPublisher(self._send_events))
         self._app = build_app(context, name=f"whymail_http_{self._index}")
         sock = _listen_socket(config.server.http.host, self._port)
         self._port = sock.getsockname()[1]

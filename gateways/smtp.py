@@ -17,6 +17,7 @@ import ray
 from whymail import antivirus
 from whymail.auth.lockout import GuardedAuthenticator, LoginGuard
 from whymail.db.audit import LoginAudit
+from whymail.db.audit_batch import AuditBatcher, AuditRow
 from whymail.db.dkim_keys import DkimKeyCache
 from whymail.db.pool import create_pool
 from whymail.directory.cache import DirectoryCache
@@ -76,6 +77,8 @@ class SmtpGateway:
         self._pool: asyncpg.Pool | None = None
         self._authenticator: GuardedAuthenticator | None = None
         self._submit_batcher: SubmitBatcher | None = None
+        self._audit: AuditBatcher | None = None  # one row per submitted message, written in batches
+        self._audit_task: asyncio.Task | None = None
         self._directory = DirectoryCache(runtime.dsn)
         self._servers: list[asyncio.base_events.Server] = []
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="smtp-io")
@@ -171,6 +174,8 @@ class SmtpGateway:
             delay=config.auth.login_failure_delay, protocol="smtp",
         )
         self._submit_batcher = SubmitBatcher(pool, self._spool, config.queue, self._executor)
+        self._audit = AuditBatcher(pool)
+        self._audit_task = asyncio.get_running_loop().create_task(self._audit.run())
         self._inspector.dkim_keys = DkimKeyCache(pool, version=lambda: self._directory.version)
         self._pool = pool
 
@@ -211,6 +216,12 @@ class SmtpGateway:
         if user_id is not None and user_id in self._sent_counts:
             count, loaded = self._sent_counts[user_id]
             self._sent_counts[user_id] = (count + 1, loaded)
+        if user_id is not None and self._audit is not None:  # a submission (forwards have no user)
+            self._audit.add(AuditRow(
+                "message_sent", actor_user_id=user_id, actor_email=sender[:320], target_type="delivery",
+                target_id=str(delivery_id),
+                details={"via": "smtp", "sender": sender, "recipients": len(recipients), "size": len(body)},
+            ))
         return delivery_id
 
     async def _forward(self, body: bytes, addresses: list[str], sender: str, delivery_id: uuid.UUID) -> None:
@@ -271,5 +282,8 @@ class SmtpGateway:
         for session in list(self._registry.sessions):
             if session.transport is not None:
                 session.transport.close()
+        if self._audit is not None:  # the rows of the sessions that just ended
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._audit.flush(), 5.0)
         await self._directory.stop()
         return cut

@@ -140,7 +140,9 @@ def test_domain_added_and_user_added_reach_admins_and_the_domains_owners(mail_sy
     new_domain = f"new{token}.test"
     created = api["admin"].post(f"{API}/domains", {"name": new_domain})
     assert created.status == 201, created.body
-    [note] = [n for n in _notes(api["admin"], "domain_added") if n["data"]["domain"] == new_domain]
+    # Written in the background (never slowing the request): poll for it.
+    [note] = wait_for(lambda: [n for n in _notes(api["admin"], "domain_added") if n["data"]["domain"] == new_domain],
+                      what="the domain_added notification")
     assert note["data"]["domain_id"] == created.json()["id"] and note["data"]["by"] == people["admin"]
     for role in ("owner", "owner_b", "user"):
         assert _notes(api[role], "domain_added") == [], role
@@ -150,7 +152,8 @@ def test_domain_added_and_user_added_reach_admins_and_the_domains_owners(mail_sy
     assert made.status == 201, made.body
     fresh = f"fresh@{domain}"
     for role in ("admin", "owner"):
-        [added] = [n for n in _notes(api[role], "user_added") if n["data"]["email"] == fresh]
+        [added] = wait_for(lambda r=role: [n for n in _notes(api[r], "user_added") if n["data"]["email"] == fresh],
+                           what=f"the user_added notification of the {role}")
         assert added["data"]["user_id"] == made.json()["id"] and added["data"]["by"] == people["owner"]
     for role in ("owner_b", "user"):
         assert _notes(api[role], "user_added") == [], role

@@ -1,6 +1,7 @@
 """Notifications other than new mail: how a submission fared in the outbound queue (email_sent,
-email_failed, email_retry), a mailbox filling up (quota_warning), and directory changes for the
-people who manage them (domain_added, user_added).
+email_failed, email_retry), a mailbox filling up (quota_warning), directory changes for the
+people who manage them (domain_added, user_added), and what operators must know (system_alert: queue
+entries given up, broadcasts by an admin).
 
 The builders are pure; `store_quietly` and `store_in_background` write them (honouring each user's
 preferences, see store.insert_notifications) and never raise: a notification is never a reason for a
@@ -11,16 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 
 import asyncpg
 
-from whymail.notify.store import NewNotification, Notification, insert_notifications
+from whymail.notify.events import LiveEvent
+from whymail.notify.store import NewNotification, Notification, insert_notifications, notification_event
 
 log = logging.getLogger(__name__)
 
 QUOTA_THRESHOLDS = (80, 90, 100)  # percent of the quota
 _tasks: set[asyncio.Task] = set()  # background writes, kept referenced until done
+
+# Hands live events to the NotificationHub without waiting (an EventPublisher.publish).
+Announce = Callable[[list[LiveEvent]], None]
 
 
 # --- outbound queue --------------------------------------------------------------------------------
@@ -102,23 +108,85 @@ def user_added(
             for u in user_ids if u != new_user_id]
 
 
-async def notify_domain_added(pool: asyncpg.Pool, domain_id: int, domain: str, actor: str) -> None:
-    """Tell every admin about a new domain (never raises)."""
+def _announce_stored(announce: Announce | None, stored: list[Notification]) -> None:
+    if announce is not None and stored:
+        try:
+            announce([notification_event(n) for n in stored])
+        except Exception as exc:
+            log.warning("%d stored notifications not announced: %r", len(stored), exc)
+
+
+async def notify_domain_added(
+    pool: asyncpg.Pool, domain_id: int, domain: str, actor: str, announce: Announce | None = None
+) -> None:
+    """Tell every admin about a new domain, stored and announced live (never raises)."""
     try:
         async with pool.acquire() as conn:
-            await insert_notifications(conn, domain_added(await admin_ids(conn), domain_id, domain, actor))
+            notes = domain_added(await admin_ids(conn), domain_id, domain, actor)
+            stored = await asyncio.wait_for(insert_notifications(conn, notes), 10.0)
     except Exception as exc:
         log.error("domain_added notifications for %s not stored: %r", domain, exc)
+        return
+    _announce_stored(announce, stored)
 
 
-async def notify_user_added(pool: asyncpg.Pool, new_user_id: int, email: str, domain_id: int, actor: str) -> None:
-    """Tell the admins and the domain's owners about a new user (never raises)."""
+async def notify_user_added(
+    pool: asyncpg.Pool, new_user_id: int, email: str, domain_id: int, actor: str, announce: Announce | None = None
+) -> None:
+    """Tell the admins and the domain's owners about a new user, stored and announced live (never raises)."""
     try:
         async with pool.acquire() as conn:
-            managers = await manager_ids(conn, domain_id)
-            await insert_notifications(conn, user_added(managers, new_user_id, email, domain_id, actor))
+            notes = user_added(await manager_ids(conn, domain_id), new_user_id, email, domain_id, actor)
+            stored = await asyncio.wait_for(insert_notifications(conn, notes), 10.0)
     except Exception as exc:
         log.error("user_added notifications for %s not stored: %r", email, exc)
+        return
+    _announce_stored(announce, stored)
+
+
+# --- system alerts ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class DeadEntry:
+    """A queue entry given up (`dead`): what an operator needs to find it."""
+
+    queue_id: int
+    recipient_domain: str
+    sender: str
+    error: str | None
+
+
+def system_alert(user_ids: Iterable[int], title: str, body: str, data: dict) -> list[NewNotification]:
+    return [NewNotification(u, "system_alert", title, body, data) for u in user_ids]
+
+
+async def dead_entries_in_queue(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval("SELECT count(*) FROM outbound_queue WHERE status = 'dead'")
+
+
+def dead_letter_alerts(admins: Iterable[int], dead: list[DeadEntry], total: int) -> list[NewNotification]:
+    """One `system_alert` per admin for queue entries that went dead together; `total` is how many dead
+    entries the queue holds now (they wait there for an operator to retry or delete them)."""
+    if not dead:
+        return []
+    domains = sorted({d.recipient_domain for d in dead})
+    shown = ", ".join(domains[:5]) + (f" and {len(domains) - 5} more" if len(domains) > 5 else "")
+    count = len(dead)
+    title = f"{count} queue {'entry' if count == 1 else 'entries'} given up (dead)"
+    body = (f"Delivery to {shown} was given up; {total} dead {'entry' if total == 1 else 'entries'} "
+            "in the queue wait for a retry or a delete.")
+    first_error = next((d.error for d in dead if d.error), None)
+    if first_error:
+        body += f" Last error: {first_error}"
+    data = {"source": "queue", "count": count, "dead_total": total, "queue_ids": [d.queue_id for d in dead][:100],
+            "recipient_domains": domains[:20]}
+    return system_alert(admins, title, body, data)
+
+
+async def broadcast_system_alert(conn: asyncpg.Connection, title: str, body: str, actor: str) -> list[Notification]:
+    """A `system_alert` for every active admin (an operator's broadcast); returns the stored rows."""
+    notes = system_alert(await admin_ids(conn), title, body, {"source": "broadcast", "by": actor})
+    return await insert_notifications(conn, notes)
 
 
 # --- storing -----------------------------------------------------------------------------------------
@@ -153,5 +221,12 @@ def store_in_background(
                 log.warning("stored notifications not announced: %r", exc)
 
     task = asyncio.get_running_loop().create_task(run())
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+def in_background(work: Coroutine[object, object, None]) -> None:
+    """Run `work` (a coroutine that never raises) without waiting for it; call on a running loop."""
+    task = asyncio.get_running_loop().create_task(work)
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)

@@ -5,6 +5,10 @@ The gateway asks `wait_events(key, user_ids, after, timeout)` in a loop and hand
 subscriptions of its user. A new user is announced at once with `watch(key, user_ids)`, so the poll
 in flight includes them. When the hub says its feed has a gap (it restarted, or this gateway fell
 behind), every subscription is told to resync.
+
+The other direction: events the gateway itself creates (notifications stored by an API request, such
+as `user_added` or a `system_alert`) go to the hub through `announce`, batched by an `EventPublisher`
+and never awaited by the request.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from whymail.notify.eventlog import Catchup, FeedPage
 from whymail.notify.events import LiveEvent
+from whymail.notify.publisher import EventPublisher
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +69,33 @@ class LiveFeed:
         self._subs: dict[int, set[Subscription]] = {}
         self._cursor: int | None = None
         self._task: asyncio.Task | None = None
+        self._publisher: EventPublisher | None = None
+        self._publisher_task: asyncio.Task | None = None
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._poll_forever())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._task, self._publisher_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._publisher_task = None
+
+    def publish_with(self, publisher: EventPublisher) -> None:
+        """Send this gateway's own events through `publisher` (started here; call on the event loop)."""
+        self._publisher = publisher
+        if self._publisher_task is None:
+            self._publisher_task = asyncio.get_running_loop().create_task(publisher.run())
+
+    def announce(self, events: list[LiveEvent]) -> None:
+        """Hand events this gateway created to the hub, for every gateway's sockets; never waits or fails
+        (without a publisher they are only logged as lost)."""
+        if self._publisher is not None:
+            self._publisher.publish(events)
+        elif events:
+            log.warning("%d live events not announced: this gateway has no publisher", len(events))
 
     async def subscribe(self, user_id: int) -> Subscription:
         """A subscription for a new socket; the hub learns about a new user before this returns."""

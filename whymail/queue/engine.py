@@ -30,6 +30,7 @@ import asyncpg
 
 from whymail.config import Config
 from whymail.notify import alerts
+from whymail.notify.writer import NotificationWriter
 from whymail.outbound.models import OutboundMessage, RecipientResult
 from whymail.queue import store
 from whymail.queue.retry import retry_delay
@@ -74,6 +75,7 @@ class QueueEngine:
         build_dsn: BuildDsn,
         executor: concurrent.futures.Executor | None = None,
         rng: random.Random | None = None,
+        notifications: NotificationWriter | None = None,
     ) -> None:
         self.worker = worker
         self._pool = pool
@@ -85,6 +87,8 @@ class QueueEngine:
         self._build_dsn = build_dsn
         self._executor = executor
         self._rng = rng or random.Random()
+        # Stores (in batches) and announces the submitters' notifications and the admins' alerts.
+        self._notifications = notifications
         self._destinations = asyncio.Semaphore(32)
         self._per_domain: dict[str, asyncio.Semaphore] = {}
         self.stats = {"rounds": 0, "entries": 0, "delivered": 0, "deferred": 0, "failed": 0, "dsns": 0}
@@ -358,8 +362,16 @@ class QueueEngine:
                 delivery_id=str(entry.delivery_id), recipients=entry.recipients,
                 recipient_domain=entry.recipient_domain, error=last_error,
             )
-            if note is not None:
-                alerts.store_in_background(self._pool, [note])
+            if self._notifications is None:  # no writer (an engine built bare): store, do not announce
+                alerts.store_in_background(self._pool, [note] if note is not None else [])
+            else:
+                if note is not None:
+                    self._notifications.add([note])
+                if status == "dead":
+                    self._notifications.queue_entry_dead(alerts.DeadEntry(
+                        queue_id=entry.id, recipient_domain=entry.recipient_domain, sender=entry.sender,
+                        error=last_error,
+                    ))
         log.info("queue entry %d to %s: %s", entry.id, entry.recipient_domain, status,
                  extra={"queue_id": entry.id, "status": status, "attempts": attempts, "error": last_error})
 

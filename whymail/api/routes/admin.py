@@ -117,7 +117,10 @@ async def create_domain(req: Req) -> DomainOut:
     if domain is None:  # deleted by someone else in between
         raise not_found("domain")
     await audit(req, "domain_created", "domain", domain.id, domain=domain.name)
-    await alerts.notify_domain_added(req.ctx.pool, domain.id, domain.name, req.me().email)
+    # Stored and pushed live in the background: a notification never slows or fails the request.
+    live = req.ctx.live
+    alerts.in_background(alerts.notify_domain_added(req.ctx.pool, domain.id, domain.name, req.me().email,
+                                                    announce=live.announce if live is not None else None))
     return DomainOut(**dataclasses.asdict(domain))
 
 
@@ -198,7 +201,9 @@ async def create_user(req: Req) -> UserOut:
         raise not_found("user")
     await audit(req, "user_created", "user", user.id, email=user.email, domain=user.domain, role=user.role,
                  quota_bytes=user.quota_bytes)
-    await alerts.notify_user_added(req.ctx.pool, user.id, user.email, domain.id, req.me().email)
+    live = req.ctx.live  # stored and pushed live in the background, like domain_added
+    alerts.in_background(alerts.notify_user_added(req.ctx.pool, user.id, user.email, domain.id, req.me().email,
+                                                  announce=live.announce if live is not None else None))
     return _user_out(user)
 
 

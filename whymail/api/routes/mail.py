@@ -36,6 +36,7 @@ from whymail.api.models_mail import (
     SendOut,
 )
 from whymail.api.routes import api
+from whymail.api.routes.common import audit
 from whymail.api.spec import Req
 from whymail.db import mailbox_queries as mq
 from whymail.imap.storage import StorageError, StoreMode
@@ -130,11 +131,18 @@ def _summary(row: asyncpg.Record) -> MessageSummaryOut:
 
 
 @api.route("GET", "/mailboxes", tag="mail", response=[MailboxOut])
-async def list_mailboxes(req: Req) -> list[MailboxOut]:
+async def list_mailboxes(req: Req) -> HTTPResponse:
     """The caller's mailboxes with message and unread counts and their special use (RFC 6154)."""
-    async with req.ctx.pool.acquire() as conn:
-        mailboxes = await mq.list_mailboxes(conn, req.me().user_id)
-    return [_mailbox_out(m) for m in mailboxes]
+    user_id = req.me().user_id
+    cache = req.ctx.mailbox_cache  # see whymail/api/mailbox_cache.py for why it is never stale
+    body = cache.get(user_id)
+    if body is None:
+        generation = await cache.generation(user_id)  # follow the user's events before reading
+        async with req.ctx.pool.acquire() as conn:
+            mailboxes = await mq.list_mailboxes(conn, user_id)
+        body = orjson.dumps([_mailbox_out(m).model_dump(mode="json") for m in mailboxes])
+        cache.put(user_id, generation, body)
+    return HTTPResponse(body, content_type="application/json")
 
 
 async def _mailbox_named(req: Req, name: str) -> MailboxOut:
@@ -219,10 +227,9 @@ def _decode_cursor(cursor: str, sort: str) -> q.PageKey:
 
 @api.route("GET", "/mailboxes/{mailbox_id:int}/messages", tag="mail", query=MessageListQuery,
            response=MessagePage, errors=(404,))
-async def list_messages(req: Req) -> MessagePage:
+async def list_messages(req: Req) -> HTTPResponse:
     """A page of the mailbox's messages, newest first by default; pass `next_cursor` back for the next."""
     query: MessageListQuery = req.query
-    await _mailbox(req, req.params["mailbox_id"])
     after = _decode_cursor(query.cursor, query.sort) if query.cursor else None
     filters = q.MessageFilter(
         unread=query.unread, flagged=query.flagged, has_attachment=query.has_attachment,
@@ -233,12 +240,37 @@ async def list_messages(req: Req) -> MessagePage:
             conn, req.me().user_id, req.params["mailbox_id"], filters,
             descending=query.sort == "date_desc", after=after, limit=query.limit + 1,
         )
+    if rows is None:
+        raise not_found("mailbox")
     more = len(rows) > query.limit
     rows = rows[: query.limit]
-    return MessagePage(
-        messages=[_summary(r) for r in rows],
-        next_cursor=_encode_cursor(query.sort, rows[-1]) if more else None,
-    )
+    cursor = _encode_cursor(query.sort, rows[-1]) if more else None
+    return HTTPResponse(page_json(rows, cursor), content_type="application/json")
+
+
+_FLAG_FIELDS = (("seen", "\\Seen"), ("flagged", "\\Flagged"), ("answered", "\\Answered"), ("draft", "\\Draft"))
+
+
+def page_json(rows: list[asyncpg.Record], next_cursor: str | None) -> bytes:
+    """A `MessagePage` as JSON, straight from the rows: the same bytes as `_summary` models dumped by
+    pydantic (tests/unit/test_api_page_json.py checks it), at a fraction of the CPU of 50 models."""
+    messages = []
+    for row in rows:
+        flags = row["flags"]
+        item = {
+            "id": row["id"], "mailbox_id": row["mailbox_id"], "uid": row["uid"], "subject": row["subject"],
+            "from_addr": row["from_addr"], "to_addrs": row["to_addrs"], "cc_addrs": row["cc_addrs"],
+            "date": row["sent_date"], "received_at": row["internal_date"], "size": row["size"],
+        }
+        for name, flag in _FLAG_FIELDS:
+            item[name] = flag in flags
+        item["keywords"] = sorted(f for f in flags if not f.startswith("\\"))
+        item["has_attachments"] = row["has_attachments"]
+        item["message_id"] = row["message_id"]
+        item["preview"] = (row["preview"] or "").strip()
+        messages.append(item)
+    # pydantic writes a UTC datetime with "Z"; orjson's OPT_UTC_Z does the same.
+    return orjson.dumps({"messages": messages, "next_cursor": next_cursor}, option=orjson.OPT_UTC_Z)
 
 
 # --- one message -------------------------------------------------------------------------------------
@@ -420,6 +452,8 @@ async def send_message(req: Req) -> SendOut:
     if len(built.data) > limit:
         raise ApiError(413, "too_large", f"the message is larger than {limit} bytes")
     delivery_id, signed = await req.ctx.queue_message(built.data, caller.email, built.recipients, caller.user_id)
+    await audit(req, "message_sent", "delivery", delivery_id, via="api", message_id=built.message_id,
+                recipients=len(built.recipients), size=len(signed))
     # Queued first, as SMTP submission does: a failed Sent copy must not undo (or repeat) the delivery.
     try:
         _, sent_name = await _special_mailbox(req, "\\Sent", "Sent")

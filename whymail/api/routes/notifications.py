@@ -24,8 +24,9 @@ from whymail.api import tokens
 from whymail.api.errors import not_found
 from whymail.api.models import _In
 from whymail.api.routes import api
+from whymail.api.routes.common import ADMIN, audit
 from whymail.api.spec import Req
-from whymail.notify import store
+from whymail.notify import alerts, store
 from whymail.notify.eventlog import Catchup
 from whymail.notify.fanout import RESYNC
 
@@ -165,6 +166,30 @@ async def put_preferences(req: Req) -> list[PreferenceOut]:
         await store.set_preferences(conn, req.me().user_id, wanted)
         prefs = await store.preferences(conn, req.me().user_id)
     return [PreferenceOut(**vars_of(p)) for p in prefs]
+
+
+class SystemAlertIn(_In):
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field("", max_length=2000)
+
+
+class SystemAlertOut(BaseModel):
+    recipients: int = Field(description="How many admins got the alert")
+
+
+@api.route("POST", "/system/alerts", tag="system", body=SystemAlertIn, response=SystemAlertOut, status=201,
+           roles=ADMIN)
+async def broadcast_system_alert(req: Req) -> SystemAlertOut:
+    """Send a `system_alert` notification to every active admin (stored, and pushed to their sockets)."""
+    body: SystemAlertIn = req.body
+    caller = req.me()
+    async with req.ctx.pool.acquire() as conn:
+        stored = await alerts.broadcast_system_alert(conn, body.title, body.body, caller.email)
+    if req.ctx.live is not None and stored:  # fire-and-forget: the rows are the truth
+        req.ctx.live.announce([store.notification_event(n) for n in stored])
+    await audit(req, "system_alert_sent", "system_alert", stored[0].id if stored else "", title=body.title,
+                recipients=len(stored))
+    return SystemAlertOut(recipients=len(stored))
 
 
 def vars_of(pref: store.Preference) -> dict:
