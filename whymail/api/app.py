@@ -16,6 +16,7 @@ from sanic.exceptions import SanicException
 from whymail.api import tokens
 from whymail.api.context import ApiContext
 from whymail.api.errors import ApiError, unauthorized
+from whymail.api.mailbox_cache import MailboxListCache
 from whymail.api.ratelimit import bearer_user, refusal_message, route_name
 from whymail.api.routes import api
 from whymail.api.routes import metrics as metrics_route
@@ -98,6 +99,12 @@ def build_app(context: ApiContext, name: str = "whymail") -> Sanic:
     app.config.WEBSOCKET_PING_INTERVAL = 20
     app.config.WEBSOCKET_PING_TIMEOUT = 20
     app.ctx.api = context
+    if context.live is not None and not context.mailbox_cache.enabled:
+        # The live feed keeps the cached mailbox lists correct; writes through this gateway drop the
+        # writer's list at once (read-your-writes before the shard's event comes back).
+        context.mailbox_cache = MailboxListCache(context.live)
+        if context.mailbox_op is not None:
+            context.mailbox_op = context.mailbox_cache.wrap_writes(context.mailbox_op)
     allowed_origins = set(context.config.cors.allowed_origins)
 
     @app.on_request

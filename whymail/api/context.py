@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from whymail.api.mailbox_cache import MailboxListCache
 from whymail.api.ratelimit import ApiRateLimiter
 from whymail.config import Config
 from whymail.metrics import HttpMetrics
@@ -37,3 +38,6 @@ class ApiContext:
     name: str = "http-gateway-0"  # this gateway, in metric labels
     # user id -> (Caller, monotonic expiry): the account behind a token, re-read every few seconds
     callers: dict = field(default_factory=dict)
+    # user id -> the JSON of GET /mailboxes, dropped by the user's live events (build_app wires it to
+    # `live` and to `mailbox_op`); without a live feed it caches nothing
+    mailbox_cache: MailboxListCache = field(default_factory=lambda: MailboxListCache(None))

@@ -40,13 +40,25 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
+# What a list page shows (routes/mail.py `page_json`): no path, no threading headers.
+SUMMARY_COLUMNS = """m.id, m.mailbox_id, m.uid, m.flags, m.subject, m.from_addr, m.to_addrs, m.cc_addrs,
+    m.size, m.internal_date, m.sent_date, m.message_id, m.has_attachments, left(m.body_text, 200) AS preview"""
+
+
 async def list_messages(
     conn: asyncpg.Connection, user_id: int, mailbox_id: int, filters: MessageFilter, *,
     descending: bool, after: PageKey | None, limit: int,
-) -> list[asyncpg.Record]:
-    """Up to `limit` messages of the mailbox matching `filters`, by (internal_date, id)."""
+) -> list[asyncpg.Record] | None:
+    """Up to `limit` messages of the mailbox matching `filters`, by (internal_date, id); None when the
+    user has no mailbox `mailbox_id`.
+
+    One round trip: the mailbox row scopes the query to the caller (a message's mailbox belongs to
+    the message's user), and the page is a LATERAL subquery on `mailbox_id` alone, so the planner
+    walks `messages_mailbox_date` and stops after `limit` rows. With `m.user_id = $1` beside it, it
+    estimated the two conditions as independent (a handful of rows) and chose a bitmap AND of two
+    indexes followed by a sort of the whole mailbox."""
     args: list[object] = [user_id, mailbox_id]
-    where = ["m.user_id = $1", "m.mailbox_id = $2"]
+    where = ["m.mailbox_id = b.id"]
 
     def param(value: object) -> str:
         args.append(value)
@@ -71,10 +83,15 @@ async def list_messages(
         where.append(f"(m.internal_date, m.id) {op} ({param(after.internal_date)}, {param(after.id)})")
     order = "DESC" if descending else "ASC"
     query = (
-        f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {' AND '.join(where)} "
+        f"SELECT b.id AS owned_mailbox, page.* FROM mailboxes b LEFT JOIN LATERAL ("
+        f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} "
         f"ORDER BY m.internal_date {order}, m.id {order} LIMIT {param(limit)}"
+        f") page ON true WHERE b.id = $2 AND b.user_id = $1"
     )
-    return await conn.fetch(query, *args)
+    rows = await conn.fetch(query, *args)
+    if not rows:
+        return None
+    return [row for row in rows if row["id"] is not None]  # an empty page is one row of NULLs
 
 
 async def message_by_id(conn: asyncpg.Connection, user_id: int, message_id: int) -> asyncpg.Record | None:
