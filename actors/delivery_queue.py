@@ -17,12 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 import asyncpg
 import ray
 
-from actors.notification_hub import HUB_NAME
+from actors.notification_hub import HubSender
 from whymail.db.pool import create_pool
 from whymail.directory.cache import DirectoryCache
 from whymail.dnsresolve import DnsResolver
 from whymail.logs import setup_logging
-from whymail.notify.events import LiveEvent
 from whymail.notify.publisher import EventPublisher
 from whymail.notify.writer import NotificationWriter
 from whymail.outbound.client import deliver as deliver_remote
@@ -56,10 +55,8 @@ class DeliveryQueue:
         self._listener = None
         self._loop_task: asyncio.Task | None = None
         self._housekeeping_task: asyncio.Task | None = None
-        self._hub = None
-        self._hub_retry_at = 0.0
         # Notifications of queue outcomes: stored in batches, then sent to the hub in batches.
-        self._events = EventPublisher(self._send_events)
+        self._events = EventPublisher(HubSender(self._namespace))
         self._notes_tasks: list[asyncio.Task] = []
         self._started = asyncio.get_event_loop().create_task(self._start())
 
@@ -112,18 +109,6 @@ class DeliveryQueue:
         self._loop_task = loop.create_task(self._loop())
         self._housekeeping_task = loop.create_task(self._housekeeping())
         log.info("%s ready", self._name)
-
-    async def _send_events(self, batch: list[LiveEvent]) -> None:
-        if self._hub is None:
-            loop = asyncio.get_running_loop()
-            if loop.time() < self._hub_retry_at:
-                raise RuntimeError("no notification hub")
-            try:
-                self._hub = ray.get_actor(HUB_NAME, namespace=self._namespace)
-            except ValueError:
-                self._hub_retry_at = loop.time() + 5.0  # not a lookup per flush while there is none
-                raise
-        await self._hub.publish.remote(batch)
 
     async def _housekeeping(self) -> None:
         """Every minute, apart from the rounds (which may take long): renew our claims, release those of

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import ray
 
+from actors.notification_hub import HubSender
 from whymail.db.pool import create_pool
 from whymail.logs import setup_logging
 from whymail.notify.events import LiveEvent
@@ -37,10 +38,10 @@ class MailboxShard:
         self._store: MailStore | None = None
         self._ops: MailboxOps | None = None
         self._pool = None
-        self._hub = None
-        self._hub_retry_at = 0.0
         # Live events go to the NotificationHub in batches, fire-and-forget for the write path.
-        self._events = EventPublisher(self._send_events, load_counts=self._folder_counts)
+        self._events = EventPublisher(
+            HubSender(self._runtime.config.ray.namespace), load_counts=self._folder_counts
+        )
         self._flusher = asyncio.get_event_loop().create_task(self._events.run())
         self._starting = asyncio.get_event_loop().create_task(self._start())
 
@@ -84,18 +85,6 @@ class MailboxShard:
             return []
         async with self._pool.acquire() as conn:
             return await folder_counts(conn, mailbox_ids)
-
-    async def _send_events(self, batch: list[LiveEvent]) -> None:
-        if self._hub is None:
-            loop = asyncio.get_running_loop()
-            if loop.time() < self._hub_retry_at:
-                raise RuntimeError("no notification hub")
-            try:
-                self._hub = ray.get_actor("notification-hub", namespace=self._runtime.config.ray.namespace)
-            except ValueError:
-                self._hub_retry_at = loop.time() + 5.0  # not a lookup per flush while there is none
-                raise
-        await self._hub.publish.remote(batch)
 
     async def ready(self) -> str:
         """Wait until the shard can serve; returns its name."""

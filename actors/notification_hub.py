@@ -71,6 +71,28 @@ class NotificationHub:
         return self._log.last_id
 
 
+class HubSender:
+    """`send(batch)` for an `EventPublisher`: publishes to the hub, looked up lazily and, while there is
+    none, at most every 5 s (a publisher never waits on a missing hub: it drops and logs)."""
+
+    def __init__(self, namespace: str) -> None:
+        self._namespace = namespace
+        self._handle = None
+        self._retry_at = 0.0
+
+    async def __call__(self, batch: list[LiveEvent]) -> None:
+        if self._handle is None:
+            loop = asyncio.get_running_loop()
+            if loop.time() < self._retry_at:
+                raise RuntimeError("no notification hub")
+            try:
+                self._handle = ray.get_actor(HUB_NAME, namespace=self._namespace)
+            except ValueError:
+                self._retry_at = loop.time() + 5.0
+                raise
+        await self._handle.publish.remote(batch)
+
+
 def live_feed_for(namespace: str, key: str) -> LiveFeed:
     """A started `LiveFeed` for an HTTP gateway (`key` names it to the hub); call on its event loop.
     The hub handle is looked up lazily, so a gateway starts even before the hub answers."""
