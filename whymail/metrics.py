@@ -57,6 +57,7 @@ class ClusterFigures:
     rate_limited: dict[str, int] = field(default_factory=dict)  # scope -> requests refused
     ratelimit_redis_errors: int = 0
     ratelimit_on_redis: bool | None = None  # None: no Redis configured
+    caches: dict[str, tuple[int, int]] = field(default_factory=dict)  # cache -> (hits, misses), this gateway
 
 
 async def queue_depth_by_state(conn) -> dict[str, int]:
@@ -141,6 +142,13 @@ def cluster_families(figures: ClusterFigures) -> Iterator[Metric]:
         pool_idle.add_metric([name], float(pool.idle))
         pool_max.add_metric([name], float(pool.max_size))
     yield from (pool_size, pool_idle, pool_max)
+
+    cache = CounterMetricFamily("whymail_cache_requests", "Cache look-ups of this gateway, by cache and result",
+                                labels=["cache", "result"])
+    for name, (hits, misses) in sorted(figures.caches.items()):
+        cache.add_metric([name, "hit"], float(hits))
+        cache.add_metric([name, "miss"], float(misses))
+    yield cache
 
     limited = CounterMetricFamily("whymail_http_rate_limited", "API requests refused with 429, by the bucket",
                                   labels=["scope"])

@@ -289,3 +289,23 @@ def test_two_gateways_share_one_bucket_through_redis():
         return answers
 
     assert asyncio.run(run()) == [True] * 4 + [False] * 2
+
+
+def test_cache_hits_and_misses_are_reported(mail_system: MailSystem, domain: str):
+    alice = f"alice@{domain}"
+    mail_system.add_user(alice)
+    client = ApiClient(mail_system)
+    client.login(alice)
+
+    def counts() -> dict[tuple[str, str], float]:
+        families = scrape(ApiClient(mail_system))
+        return {(s.labels["cache"], s.labels["result"]): s.value for s in families["whymail_cache_requests"]}
+
+    before = counts()
+    for _ in range(3):
+        assert client.get("/api/v1/auth/me").status == 200
+    after = counts()
+    # The token was verified at its first use; the next requests found it (and its account) cached.
+    assert after[("api_tokens", "hit")] >= before.get(("api_tokens", "hit"), 0) + 2
+    assert after[("api_accounts", "hit")] >= before.get(("api_accounts", "hit"), 0) + 2
+    assert ("api_mailbox_lists", "miss") in after

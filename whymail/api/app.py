@@ -50,7 +50,9 @@ async def _caller(ctx: ApiContext, user_id: int) -> tokens.Caller | None:
     now = time.monotonic()
     cached = ctx.callers.get(user_id)
     if cached is not None and cached[1] > now:
+        ctx.caller_cache_hits += 1
         return cached[0]
+    ctx.caller_cache_misses += 1
     async with ctx.pool.acquire() as conn:
         caller = await tokens.caller_by_id(conn, user_id)
     if len(ctx.callers) > 50_000:

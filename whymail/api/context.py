@@ -38,6 +38,8 @@ class ApiContext:
     name: str = "http-gateway-0"  # this gateway, in metric labels
     # user id -> (Caller, monotonic expiry): the account behind a token, re-read every few seconds
     callers: dict = field(default_factory=dict)
+    caller_cache_hits: int = 0
+    caller_cache_misses: int = 0
     # user id -> the JSON of GET /mailboxes, dropped by the user's live events (build_app wires it to
     # `live` and to `mailbox_op`); without a live feed it caches nothing
     mailbox_cache: MailboxListCache = field(default_factory=lambda: MailboxListCache(None))

@@ -72,6 +72,7 @@ def issue_access_token(secret: str, caller: Caller, ttl: int) -> str:
 
 _VERIFIED: dict[tuple[str, str], tuple[int, float]] = {}  # (secret, token) -> (user id, exp)
 _VERIFIED_MAX = 20_000
+TOKEN_CACHE = {"hits": 0, "misses": 0}  # verified-token cache of this process, for /metrics
 
 
 def decode_access_token(secret: str, token: str) -> int | None:
@@ -83,9 +84,11 @@ def decode_access_token(secret: str, token: str) -> int | None:
     known = _VERIFIED.get(key)
     if known is not None:
         if known[1] > time.time():
+            TOKEN_CACHE["hits"] += 1
             return known[0]
         del _VERIFIED[key]
         return None
+    TOKEN_CACHE["misses"] += 1
     user_id = _decode(secret, token)
     if user_id is not None:
         if len(_VERIFIED) >= _VERIFIED_MAX:

@@ -12,6 +12,7 @@ import logging
 
 from sanic import HTTPResponse, Request
 
+from whymail.api import tokens
 from whymail.api.errors import ApiError
 from whymail.metrics import CONTENT_TYPE, ClusterFigures, PoolFigures, queue_depth_by_state, render
 
@@ -55,6 +56,11 @@ async def gather_figures(ctx) -> ClusterFigures:
                 figures.queue_depth = await queue_depth_by_state(conn)
     except Exception as exc:
         log.warning("metrics: queue depth unavailable: %r", exc)
+    figures.caches = {
+        "api_mailbox_lists": (ctx.mailbox_cache.hits, ctx.mailbox_cache.misses),
+        "api_accounts": (ctx.caller_cache_hits, ctx.caller_cache_misses),
+        "api_tokens": (tokens.TOKEN_CACHE["hits"], tokens.TOKEN_CACHE["misses"]),
+    }
     pool = ctx.pool
     figures.pools[ctx.name] = PoolFigures(pool.get_size(), pool.get_idle_size(), pool.get_max_size())
     limiter = ctx.rate_limiter
