@@ -77,6 +77,21 @@ def _dump(value: Any) -> Any:
     return value
 
 
+def _within_int64(value: Any, depth: int = 0) -> bool:
+    """No integer in a JSON value outside PostgreSQL's bigint (ids, sizes, counts are all bigints)."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value <= MAX_ID
+    if depth > 32:
+        return True  # pydantic's own limits apply to anything this deep
+    if isinstance(value, list):
+        return all(_within_int64(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return all(_within_int64(item, depth + 1) for item in value.values())
+    return True
+
+
 def validation_message(error: ValidationError, where: str) -> str:
     first = error.errors()[0]
     loc = ".".join(str(part) for part in first["loc"]) or where
@@ -139,6 +154,8 @@ class Api:
                     raw = orjson.loads(request.body or b"null")
                 except orjson.JSONDecodeError:
                     raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+                if not _within_int64(raw):
+                    raise ApiError(400, "invalid_body", "body: a number is out of range (64-bit integers)")
                 try:
                     req.body = op.body.model_validate(raw)
                 except ValidationError as exc:
