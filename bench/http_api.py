@@ -526,6 +526,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--connections", type=int, default=50, help="keep-alive connections, one request each"
     )
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per timed phase")
+    parser.add_argument("--db-pool", type=int, default=0,
+                        help="server.http.db_pool of the HTTP gateway (default: the config's, 20)")
     parser.add_argument("--phases", default="mailboxes,messages", help="comma-separated: mailboxes, messages")
     parser.add_argument("--shards", type=int, default=2, help="MailboxShard actors")
     parser.add_argument(
@@ -560,6 +562,7 @@ def server_env(args: argparse.Namespace, run_id: str) -> dict[str, str]:
         "WHYMAIL__LOGGING__LEVEL": args.log_level.upper(),
         "WHYMAIL__LIMITS__COMMANDS_PER_MINUTE": "100000000",  # populate comes from 127.0.0.1
         "WHYMAIL__STORAGE__FSYNC": "false",  # populate fast; the API only reads
+        **({"WHYMAIL__SERVER__HTTP__DB_POOL": str(args.db_pool)} if args.db_pool else {}),
     }
 
 

@@ -101,7 +101,7 @@ class HttpGateway:
 
     async def _start(self) -> int:
         config = self._runtime.config
-        pool = await create_pool(self._runtime.dsn, min_size=1, max_size=config.db.max_pool)
+        pool = await create_pool(self._runtime.dsn, min_size=1, max_size=config.server.http.db_pool)
         shards = {name: ray.get_actor(name, namespace=self._namespace) for name in self._shard_names}
         redis = (redis_client(self._runtime.redis_addr, db=config.redis.db, password=config.redis.password)
                  if self._runtime.redis_addr else None)

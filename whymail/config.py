@@ -50,6 +50,9 @@ class ImapConfig(_Section):
 class HttpConfig(_Section):
     host: str = Field("127.0.0.1", description="Address the HTTP API binds to")
     port: int = Field(8080, ge=0, le=65535, description="HTTP API port")
+    db_pool: int = Field(
+        20, ge=1, le=200, description="Database connections of each HTTP gateway (API reads wait for one)"
+    )
 
 
 class TlsConfig(_Section):
