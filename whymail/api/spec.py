@@ -59,6 +59,8 @@ class Operation:
     auth: bool
     roles: tuple[str, ...]
     errors: tuple[int, ...]
+    upload: bool = False  # the body is multipart/form-data with one binary field `file`
+    download: bool = False  # the answer is a file (200, any media type), not JSON
 
     @property
     def operation_id(self) -> str:
@@ -117,11 +119,13 @@ class Api:
         auth: bool = True,
         roles: tuple[str, ...] = (),
         errors: tuple[int, ...] = (),
+        upload: bool = False,
+        download: bool = False,
     ):
         def register(handler):
             self.operations.append(Operation(
                 method.upper(), path, handler, tag, summary or (handler.__doc__ or "").strip().split("\n")[0],
-                body, query, response, status, auth, roles, errors,
+                body, query, response, status, auth, roles, errors, upload, download,
             ))
             return handler
 
@@ -215,8 +219,16 @@ class Api:
                 entry["parameters"] = parameters
             if op.body is not None:
                 entry["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(op.body)}}}
+            elif op.upload:
+                entry["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }}}}
             responses: dict[str, Any] = {}
-            if op.response is None:
+            if op.download:
+                responses["200"] = {"description": "the file", "content": {
+                    "*/*": {"schema": {"type": "string", "format": "binary"}}}}
+            elif op.response is None:
                 responses[str(op.status if op.status != 200 else 204)] = {"description": "done"}
             else:
                 model = op.response

@@ -313,7 +313,7 @@ def _content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-@api.route("GET", "/messages/{message_id:int}/attachments/{part}", tag="mail", errors=(404,))
+@api.route("GET", "/messages/{message_id:int}/attachments/{part}", tag="mail", errors=(404,), download=True)
 async def get_attachment(req: Req) -> HTTPResponse:
     """One part of a message, transfer encoding undone, as a download."""
     row = await _message_row(req, req.params["message_id"])

@@ -54,7 +54,7 @@ async def _upload_row(req: Req, upload_id: int) -> asyncpg.Record:
     return row
 
 
-@api.route("POST", "/attachments", tag="mail", response=UploadOut, status=201, errors=(413,),
+@api.route("POST", "/attachments", tag="mail", response=UploadOut, status=201, errors=(413,), upload=True,
            summary="Upload an attachment for a draft. Body: multipart/form-data with one file field named "
                    "`file` (its filename and Content-Type are kept); at most server.smtp.max_message_size bytes.")
 async def upload_attachment(req: Req) -> UploadOut:
@@ -82,7 +82,7 @@ async def upload_attachment(req: Req) -> UploadOut:
     return _upload_out(row)
 
 
-@api.route("GET", "/attachments/{attachment_id:int}", tag="mail", errors=(404,))
+@api.route("GET", "/attachments/{attachment_id:int}", tag="mail", errors=(404,), download=True)
 async def download_attachment(req: Req) -> HTTPResponse:
     """An uploaded attachment as a download, with the Content-Type it was uploaded with."""
     row = await _upload_row(req, req.params["attachment_id"])
