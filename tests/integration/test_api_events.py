@@ -196,3 +196,29 @@ def test_batch_read_all_and_preferences(mail_system: MailSystem, domain: str):
     assert {p["type"]: p["enabled"] for p in other.get("/api/v1/notifications/preferences").json()}["new_email"]
     bad = owner.call("PUT", "/api/v1/notifications/preferences", {"preferences": [{"type": "nonsense"}]})
     assert bad.status == 400
+
+
+def test_a_socket_is_closed_when_its_access_token_expires(mail_system: MailSystem, domain: str):
+    from pathlib import Path
+
+    from whymail.api import tokens
+
+    alice = f"alice@{domain}"
+    user_id = mail_system.add_user(alice)
+    secret = tokens.load_secret(mail_system.runtime.config.auth.jwt_secret, Path(mail_system.runtime.state_dir))
+    caller = tokens.Caller(user_id, alice, "user", 0, domain)
+    short = tokens.issue_access_token(secret, caller, ttl=2)
+
+    async def scenario():
+        async with connect(_url(mail_system, short)) as ws:
+            assert json.loads(await ws.recv())["type"] == "connected"
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(ws.recv(), 10)
+                raise AssertionError("the socket outlived its token with a message")
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None and closed.rcvd.code == 4401
+                assert closed.rcvd.reason == "token expired"
+            assert time.monotonic() - started < 5
+
+    asyncio.run(scenario())

@@ -97,6 +97,14 @@ def decode_access_token(secret: str, token: str) -> int | None:
     return user_id[0] if user_id is not None else None
 
 
+def access_token_expiry(secret: str, token: str) -> float | None:
+    """When a valid access token expires (epoch seconds); None if it is not one."""
+    if decode_access_token(secret, token) is None:
+        return None
+    known = _VERIFIED.get((secret, token))
+    return known[1] if known is not None else None
+
+
 def _decode(secret: str, token: str) -> tuple[int, float] | None:
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})

@@ -200,22 +200,26 @@ def vars_of(pref: store.Preference) -> dict:
 # --- the live socket -------------------------------------------------------------------------------
 
 
-async def _socket_caller(request: Request) -> tokens.Caller | None:
-    """The caller of a socket: `?token=` or a Bearer header, an access JWT or an API token."""
+async def _socket_caller(request: Request) -> tuple[tokens.Caller | None, float | None]:
+    """The caller of a socket (`?token=` or a Bearer header, an access JWT or an API token) and when
+    its access token expires (None for an API token)."""
     token = request.args.get("token", "")
     if not token:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         token = value if scheme.lower() == "bearer" else ""
     token = token.strip()
     if not token or len(token) > 4096:
-        return None
+        return None, None
     ctx = request.app.ctx.api
+    expires = None
     async with ctx.pool.acquire() as conn:
         if token.startswith(tokens.API_TOKEN_PREFIX):
             user_id = await tokens.user_of_api_token(conn, token)
         else:
             user_id = tokens.decode_access_token(ctx.secret, token)
-        return await tokens.caller_by_id(conn, user_id) if user_id is not None else None
+            expires = tokens.access_token_expiry(ctx.secret, token)
+        caller = await tokens.caller_by_id(conn, user_id) if user_id is not None else None
+    return caller, expires
 
 
 def _since(request: Request) -> int | None:
@@ -236,7 +240,7 @@ async def _answer_pings(ws) -> None:
 
 async def live_events(request: Request, ws) -> None:
     """`GET /ws`: the caller's live events (see the module docstring)."""
-    caller = await _socket_caller(request)
+    caller, expires = await _socket_caller(request)
     if caller is None:
         await ws.close(code=WS_UNAUTHORIZED, reason="unauthorized")
         return
@@ -265,9 +269,14 @@ async def live_events(request: Request, ws) -> None:
                 sub.last_id = max(sub.last_id, event.id)
         while not reader.done():
             getter = asyncio.ensure_future(sub.next())
-            await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            # An access token is only good until it expires: then the client must reconnect with a
+            # fresh one (and `since=` catches it up), as for any other request.
+            left = None if expires is None else max(0.0, expires - time.time())
+            await asyncio.wait({getter, reader}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
                 getter.cancel()
+                if not reader.done():
+                    await ws.close(code=WS_UNAUTHORIZED, reason="token expired")
                 break
             item = getter.result()
             if item == RESYNC:
