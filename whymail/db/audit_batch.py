@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import asyncpg
 import orjson
 
+from whymail.flushing import GatheringFlusher
+
 log = logging.getLogger("whymail.audit")
 
 _INSERT = """INSERT INTO audit_logs (actor_user_id, actor_email, actor_ip, action, target_type, target_id, details)
@@ -40,8 +42,10 @@ def _inet(ip: str | None) -> str | None:
         return None
 
 
-class AuditBatcher:
+class AuditBatcher(GatheringFlusher):
     """Buffers audit rows and writes them in batches; see the module docstring."""
+
+    _what = "audit"
 
     def __init__(
         self, pool: asyncpg.Pool, *, interval: float = 0.2, max_batch: int = 1000, max_pending: int = 50000,
@@ -75,15 +79,3 @@ class AuditBatcher:
             except Exception as exc:
                 self.dropped += len(batch)
                 log.error("%d audit rows (%s, ...) not written: %r", len(batch), batch[0].action, exc)
-
-    async def run(self) -> None:
-        """Write forever: wait for rows, let a batch gather for `interval`, write it."""
-        while True:
-            await self._wake.wait()
-            if len(self._pending) < self._max_batch:
-                await asyncio.sleep(self._interval)
-            self._wake.clear()
-            try:
-                await self.flush()
-            except Exception:  # the loop must survive anything a flush meets
-                log.exception("audit flush failed")

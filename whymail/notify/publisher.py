@@ -15,6 +15,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 
+from whymail.flushing import GatheringFlusher
 from whymail.notify.events import LiveEvent
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,10 @@ SendEvents = Callable[[list[LiveEvent]], Awaitable[object]]
 LoadCounts = Callable[[list[int]], Awaitable[list[LiveEvent]]]
 
 
-class EventPublisher:
+class EventPublisher(GatheringFlusher):
     """Buffers live events and folder changes; `run()` sends them in batches through `send`."""
+
+    _what = "live event"
 
     def __init__(
         self, send: SendEvents, *, load_counts: LoadCounts | None = None, interval: float = 0.05,
@@ -74,15 +77,3 @@ class EventPublisher:
             except Exception as exc:
                 self.dropped += len(batch)
                 log.warning("%d live events not delivered to the hub: %r", len(batch), exc)
-
-    async def run(self) -> None:
-        """Flush forever: wait for something to send, let a batch gather for `interval`, send it."""
-        while True:
-            await self._wake.wait()
-            if len(self._pending) < self._max_batch:
-                await asyncio.sleep(self._interval)
-            self._wake.clear()
-            try:
-                await self.flush()
-            except Exception:  # the loop must survive anything a flush meets
-                log.exception("live event flush failed")

@@ -20,14 +20,17 @@ from collections.abc import Iterable
 
 import asyncpg
 
+from whymail.flushing import GatheringFlusher
 from whymail.notify import alerts
 from whymail.notify.store import NewNotification, insert_notifications, notification_event
 
 log = logging.getLogger(__name__)
 
 
-class NotificationWriter:
+class NotificationWriter(GatheringFlusher):
     """Buffers notifications (and dead-letter reports) and stores them in batches; see the module."""
+
+    _what = "notification"
 
     def __init__(
         self, pool: asyncpg.Pool, announce: alerts.Announce | None = None, *, interval: float = 0.05,
@@ -89,15 +92,3 @@ class NotificationWriter:
                     self._announce([notification_event(n) for n in stored])
                 except Exception as exc:
                     log.warning("%d stored notifications not announced: %r", len(stored), exc)
-
-    async def run(self) -> None:
-        """Flush forever: wait for something to store, let a batch gather for `interval`, store it."""
-        while True:
-            await self._wake.wait()
-            if len(self._pending) < self._max_batch:
-                await asyncio.sleep(self._interval)
-            self._wake.clear()
-            try:
-                await self.flush()
-            except Exception:  # the loop must survive anything a flush meets
-                log.exception("notification flush failed")
